@@ -1,0 +1,67 @@
+# vitlib: `make test` and `make reproduce [PROFILE=smoke|cpu|full]` set everything up themselves.
+PYTHON ?= python3
+PROFILE ?= cpu
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: help install data test reproduce zoo lock clean
+
+help:
+	@echo "make test                  pytest + nbval over notebooks (smoke profile)"
+	@echo "make reproduce PROFILE=cpu run every notebook with papermill into results/"
+	@echo "make zoo                   print paper Table 2 as computed by vitlib"
+	@echo "make install | data | lock | clean"
+
+# The virtual environment with the pinned packages and vitlib (editable); rebuilt when pins change.
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
+		--no-build-isolation -e .
+	@touch $@
+
+install: $(STAMP)
+
+# Fashion-MNIST from Debian's dataset-fashion-mnist package (installed when root).
+data:
+	@if [ -f $(FASHION_MNIST_DIR)/train-images-idx3-ubyte.gz ]; then \
+		echo "Fashion-MNIST: $(FASHION_MNIST_DIR)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Fashion-MNIST missing: installing Debian package dataset-fashion-mnist"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist \
+		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+		     dataset-fashion-mnist; }; \
+	else \
+		echo "WARNING: Fashion-MNIST not found in $(FASHION_MNIST_DIR)."; \
+		echo "  Install it with 'sudo apt-get install dataset-fashion-mnist', or point"; \
+		echo "  VITLIB_FASHION_MNIST_DIR at a folder with the four *-ubyte.gz IDX files."; \
+	fi
+
+test: $(STAMP) data
+	VITLIB_PROFILE=smoke $(BIN)/python -m pytest tests notebooks --nbval-lax \
+		--nbval-current-env -q
+
+reproduce: $(STAMP) data
+	$(BIN)/python -m vitlib.reproduce --profile $(PROFILE)
+
+zoo: $(STAMP)
+	$(BIN)/python -m vitlib.zoo
+
+# Re-resolve dependencies from pyproject.toml into requirements.lock and environment.yml.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet -e '.[dev]' 'setuptools>=70.1'
+	{ echo "# Exact versions installed by 'make' (pip install -r requirements.lock). Regenerate with"; \
+	  echo "# 'make lock' after changing dependencies in pyproject.toml; environment.yml carries the same pins."; \
+	  .lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -v -E '^(vitlib|pip)=='; } > requirements.lock
+	{ echo "# conda env create -f environment.yml  (same pins as requirements.lock; made by 'make lock')"; \
+	  echo "name: vitlib"; echo "channels:"; echo "  - conda-forge"; echo "dependencies:"; \
+	  echo "  - python=3.11"; echo "  - pip"; echo "  - pip:"; \
+	  grep -E '^[A-Za-z0-9]' requirements.lock | sed 's/^/      - /'; echo "      - -e ."; } \
+	  > environment.yml
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) results/smoke .pytest_cache

@@ -1,0 +1,20 @@
+"""The ViT model, its named variants and closed-form counts."""
+from vitlib.models.counting import (count_flops, count_params, num_patches, padded_length,
+                                    sequence_length, xla_forward_flops)
+from vitlib.models.params import scanned_to_unrolled, unrolled_to_scanned
+from vitlib.models.variants import (CPU_SHAPES, POOL_TYPES, POSEMB_TYPES, REMAT_POLICIES, SHAPES,
+                                    ViTConfig, parse_variant, table2_variants, vit_config)
+from vitlib.models.vit import ViT, posemb_sincos2d
+
+
+def create_vit(variant=None, **overrides) -> ViT:
+    """A validated ``ViT`` module: ``create_vit("B/16", num_classes=1000, pool_type="map")``."""
+    return ViT(vit_config(variant, **overrides))
+
+
+__all__ = [
+    "CPU_SHAPES", "POOL_TYPES", "POSEMB_TYPES", "REMAT_POLICIES", "SHAPES", "ViT", "ViTConfig",
+    "count_flops", "count_params", "create_vit", "num_patches", "padded_length", "parse_variant",
+    "posemb_sincos2d", "scanned_to_unrolled", "sequence_length", "table2_variants",
+    "unrolled_to_scanned", "vit_config", "xla_forward_flops",
+]
