@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: help install data test reproduce zoo lock clean
+.PHONY: help install data test reproduce quickstart zoo lock clean
 
 help:
 	@echo "make test                  pytest + nbval over notebooks (smoke profile)"
 	@echo "make reproduce PROFILE=cpu run every notebook with papermill into results/"
+	@echo "make quickstart            train the quickstart ViT on Fashion-MNIST (runs/quickstart)"
 	@echo "make zoo                   print paper Table 2 as computed by vitlib"
 	@echo "make install | data | lock | clean"
 
@@ -46,6 +47,10 @@ test: $(STAMP) data
 reproduce: $(STAMP) data
 	$(BIN)/python -m vitlib.reproduce --profile $(PROFILE)
 
+# Resumes if runs/quickstart holds a checkpoint; remove the folder for a fresh run.
+quickstart: $(STAMP) data
+	$(BIN)/python -m vitlib.train --config quickstart --workdir runs/quickstart
+
 zoo: $(STAMP)
 	$(BIN)/python -m vitlib.zoo
 
@@ -64,4 +69,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) results/smoke .pytest_cache
+	rm -rf $(VENV) results/smoke .pytest_cache runs

@@ -1,7 +1,9 @@
 """Memory of parameters and optimizer state, from shapes alone (``jax.eval_shape``: nothing is
-allocated, so ViT-G/14 is planned on a laptop).
+allocated, so ViT-G/14 is planned on a laptop), and of the whole compiled training step.
 
     python -m vitlib.memory --variant G/14 --optimizer adafactor_bv [--json]
+    python -m vitlib.memory --variant G/14 --optimizer adafactor_bv --batch-per-device 32 \
+        --devices 8 --fsdp --remat --compiled --json
 
 Optimizer state is that of the whole ``make_optimizer`` chain. Expected for big ViTs relative to
 fp32 parameter bytes: ``adam`` 2.0x, ``adam_hp`` 1.5x (bf16 first moment), ``adafactor_bv``
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 from collections import defaultdict
 
@@ -20,6 +24,8 @@ import numpy as np
 
 from vitlib.models import ViT, vit_config
 from vitlib.optim import make_optimizer
+from vitlib.sharding import batch_sharding, make_mesh, replicated, state_shardings
+from vitlib.steps import init_state, make_train_step
 
 OPTIMIZER_NAMES = ("adam", "adam_hp", "adafactor_bv", "adafactor")
 
@@ -64,6 +70,64 @@ def optimizer_memory(variant: str, optimizer: str, image_size: int = 224, num_cl
     }
 
 
+def compiled_plan(variant: str, optimizer: str, batch_per_device: int, devices: int,
+                  fsdp: bool = False, remat: bool = False, image_size: int = 224,
+                  num_classes: int = 1000, dtype: str = "float32", scan: bool = True,
+                  remat_policy: str = "nothing_saveable") -> dict:
+    """Per-device memory of the real training step, from XLA's analysis of its compiled program.
+
+    The step is ``fit``'s (model, optimizer chain, shardings, remat/scan), lowered for abstract
+    inputs on ``devices`` virtual devices and compiled; nothing is allocated. Total =
+    arguments + outputs - aliased (donated state) + temporaries. Needs ``jax.devices()`` to
+    hold at least ``devices`` devices (``plan_in_subprocess`` arranges that).
+    """
+    if optimizer not in OPTIMIZER_NAMES:
+        raise ValueError(f"optimizer: {optimizer!r} is not allowed; choose one of "
+                         f"{list(OPTIMIZER_NAMES)}")
+    if len(jax.devices()) < devices:
+        raise ValueError(f"devices: {devices} requested but JAX has {len(jax.devices())}; set "
+                         f"XLA_FLAGS=--xla_force_host_platform_device_count={devices} before "
+                         f"JAX starts, or use plan_in_subprocess()")
+    cfg = vit_config(variant, image_size=image_size, num_classes=num_classes, dtype=dtype,
+                     scan=scan, remat_policy=remat_policy if remat else "none")
+    model = ViT(cfg)
+    tx = make_optimizer(dict(optimizer=optimizer, lr=1e-3, total_steps=10, grad_clip_norm=1.0,
+                             weight_decay=[(r"^head/", 3.0), (r".*", 0.03)]))
+    mesh = make_mesh(jax.devices()[:devices])
+    abstract = jax.eval_shape(lambda: init_state(model, tx, (image_size, image_size, 3), 0))
+    shardings = state_shardings(abstract, mesh, fsdp=fsdp)
+    abstract = jax.tree_util.tree_map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    batch = devices * batch_per_device
+    images = jax.ShapeDtypeStruct((batch, image_size, image_size, 3), jnp.float32,
+                                  sharding=batch_sharding(mesh))
+    labels = jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=batch_sharding(mesh))
+    step = jax.jit(make_train_step(model, tx, "sigmoid"), in_shardings=(shardings, None),
+                   out_shardings=(shardings, replicated(mesh)), donate_argnums=0)
+    stats = step.lower(abstract, {"image": images, "label": labels}).compile().memory_analysis()
+    args, outs = stats.argument_size_in_bytes, stats.output_size_in_bytes
+    alias, temp = stats.alias_size_in_bytes, stats.temp_size_in_bytes
+    return {"variant": variant, "optimizer": optimizer, "batch_per_device": batch_per_device,
+            "devices": devices, "fsdp": fsdp, "remat": remat, "dtype": dtype,
+            "image_size": image_size, "argument_bytes": args, "output_bytes": outs,
+            "alias_bytes": alias, "temp_bytes": temp, "total_bytes": args + outs - alias + temp}
+
+
+def plan_in_subprocess(variant: str, optimizer: str, batch_per_device: int, devices: int,
+                       fsdp: bool = False, remat: bool = False, image_size: int = 224,
+                       dtype: str = "float32", timeout: int = 900) -> dict:
+    """``compiled_plan`` in a fresh process with ``devices`` virtual CPU devices."""
+    cmd = [sys.executable, "-m", "vitlib.memory", "--compiled", "--json", "--variant", variant,
+           "--optimizer", optimizer, "--batch-per-device", str(batch_per_device), "--devices",
+           str(devices), "--image-size", str(image_size), "--dtype", dtype]
+    cmd += ["--fsdp"] * fsdp + ["--remat"] * remat
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    if out.returncode:
+        raise RuntimeError(f"memory plan failed: {out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout)
+
+
 def _gib(n: int) -> str:
     return f"{n / 2 ** 30:.2f} GiB"
 
@@ -80,7 +144,17 @@ def main(argv=None) -> int:
     parser.add_argument("--scan", action="store_true",
                         help="stacked (scanned) encoder parameters; changes Adafactor factoring")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    compiled = parser.add_argument_group("compiled training step (--compiled)")
+    compiled.add_argument("--compiled", action="store_true",
+                          help="plan the whole compiled train step per device")
+    compiled.add_argument("--batch-per-device", type=int, default=32)
+    compiled.add_argument("--devices", type=int, default=1, help="virtual CPU devices (mesh)")
+    compiled.add_argument("--fsdp", action="store_true", help="shard params/state over devices")
+    compiled.add_argument("--remat", action="store_true", help="rematerialise encoder blocks")
+    compiled.add_argument("--dtype", default="float32", help="compute dtype (bfloat16, ...)")
     args = parser.parse_args(argv)
+    if args.compiled:
+        return _main_compiled(args)
     try:
         report = optimizer_memory(args.variant, args.optimizer, args.image_size,
                                   args.num_classes, scan=args.scan)
@@ -97,6 +171,32 @@ def main(argv=None) -> int:
     print(f"  optimizer state  {_gib(report['opt_state_bytes']):>12}  "
           f"{report['opt_state_bytes_by_dtype']}")
     print(f"  state / params   {report['opt_state_over_params']:>8.3f}x")
+    return 0
+
+
+def _main_compiled(args) -> int:
+    for field in ("batch_per_device", "devices"):
+        if getattr(args, field) < 1:
+            print(f"error: --{field.replace('_', '-')}: must be >= 1, got "
+                  f"{getattr(args, field)}", file=sys.stderr)
+            return 2
+    # Virtual devices must be requested before JAX's CPU backend starts.
+    flag = f"--xla_force_host_platform_device_count={args.devices}"
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+    try:
+        plan = compiled_plan(args.variant, args.optimizer, args.batch_per_device, args.devices,
+                             args.fsdp, args.remat, args.image_size,
+                             args.num_classes or 1000, args.dtype)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(plan, indent=1))
+        return 0
+    print(f"{plan['variant']} / {plan['optimizer']}: {plan['devices']} devices x "
+          f"{plan['batch_per_device']} images, fsdp={plan['fsdp']}, remat={plan['remat']}")
+    for key in ("argument_bytes", "output_bytes", "alias_bytes", "temp_bytes", "total_bytes"):
+        print(f"  {key:15s} {_gib(plan[key]):>12} per device")
     return 0
 
 

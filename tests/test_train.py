@@ -1,0 +1,135 @@
+"""fit end to end on real data: results, kill-and-resume, non-finite stop, 8-device equivalence,
+fine-tuning, and the CLI's config handling."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vitlib.configs import apply_overrides, load_config
+
+SMALL = ["dataset=digits", "model.variant='Pico/7'", "batch_size=32", "eval_batch_size=200",
+         "log_every=1", "fewshot.dataset=''", "optim.schedule.warmup_steps=2"]
+
+
+def _train(workdir, *sets, env=None, timeout=300):
+    cmd = [sys.executable, "-m", "vitlib.train", "--config", "quickstart", "--workdir",
+           str(workdir), "--no-progress"]
+    for item in [*SMALL, *sets]:
+        cmd += ["--set", item]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def _losses(workdir):
+    records = [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text()
+               .splitlines()]
+    return {r["step"]: r["train_loss"] for r in records if "train_loss" in r}
+
+
+def _result(workdir):
+    return json.loads((Path(workdir) / "result.json").read_text())
+
+
+def test_fit_writes_result_metrics_and_learns(tmp_path):
+    out = _train(tmp_path, "total_steps=60", "fewshot.dataset='digits'", "fewshot.shots=(5,)",
+                 "fewshot.seeds=(0,)")
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = _result(tmp_path)
+    for key in ("steps", "final_train_loss", "test_accuracy", "params_sha256", "wall_time_s",
+                "images_per_s", "minival_accuracy", "fewshot_digits_5shot"):
+        assert key in result, key
+    assert result["steps"] == 60 and len(result["params_sha256"]) == 64
+    losses = _losses(tmp_path)
+    assert sorted(losses) == list(range(1, 61))
+    assert result["test_accuracy"] > 0.3  # 10 classes: chance is 0.1
+    assert losses[60] < losses[1]
+
+
+def test_sigkill_and_resume_ends_with_the_same_parameters(tmp_path):
+    sets = ["total_steps=40", "checkpoint_every=5"]
+    reference = _train(tmp_path / "straight", *sets)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    workdir = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "vitlib.train", "--config", "quickstart", "--workdir",
+           str(workdir), "--no-progress"]
+    for item in [*SMALL, *sets]:
+        cmd += ["--set", item]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline:  # kill between checkpoints, mid-run
+        if metrics.exists() and max(_losses(workdir) or [0]) >= 17:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (workdir / "result.json").exists()
+
+    resumed = _train(workdir, *sets)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from step" in resumed.stdout + resumed.stderr
+    assert _result(workdir)["params_sha256"] == _result(tmp_path / "straight")["params_sha256"]
+    assert sorted(_losses(workdir)) == list(range(1, 41))  # no duplicated records
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    out = _train(tmp_path, "total_steps=20", "checkpoint_every=1", "optim.lr=1e30",
+                 "optim.grad_clip_norm=0.0")
+    assert out.returncode == 1
+    assert "non-finite" in out.stderr and "last good checkpoint (step 1)" in out.stderr
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()
+                  if p.name.isdigit()) == ["1"]
+    assert not (tmp_path / "result.json").exists()
+
+
+@pytest.mark.parametrize("fsdp", [False, True])
+def test_eight_devices_match_one_device_step_for_step(tmp_path, fsdp):
+    sets = ["total_steps=8", f"fsdp={fsdp}"]
+    single = _train(tmp_path / "one", *sets)
+    eight = _train(tmp_path / "eight", *sets,
+                   env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    assert single.returncode == 0 and eight.returncode == 0, eight.stderr[-3000:]
+    assert _result(tmp_path / "one")["devices"] == 1
+    assert _result(tmp_path / "eight")["devices"] == 8
+    one, many = _losses(tmp_path / "one"), _losses(tmp_path / "eight")
+    assert sorted(one) == sorted(many) == list(range(1, 9))
+    for step in one:
+        assert many[step] == pytest.approx(one[step], rel=1e-5), step
+
+
+def test_finetune_at_a_new_resolution(tmp_path):
+    pre = _train(tmp_path / "pre", "total_steps=30")
+    assert pre.returncode == 0, pre.stderr[-3000:]
+    out = subprocess.run([sys.executable, "-m", "vitlib.finetune", "--from",
+                          str(tmp_path / "pre"), "--dataset", "digits", "--workdir",
+                          str(tmp_path / "ft"), "--steps", "20", "--batch-size", "32",
+                          "--image-size", "35"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = _result(tmp_path / "ft")
+    assert result["config"]["image_size"] == 35 and result["config"]["optim"]["optimizer"] == "sgd"
+    assert result["test_accuracy"] > 0.2
+
+
+def test_unknown_override_lists_the_valid_keys():
+    config = load_config("quickstart")
+    with pytest.raises(ValueError, match="unknown key 'total_step'.*total_steps"):
+        apply_overrides(config, ["total_step=5"])
+    with pytest.raises(ValueError, match="batch_size must be int"):
+        apply_overrides(config, ["batch_size='big'"])
+    apply_overrides(config, ["total_steps=5", "optim.lr=3", "seed=2", "eval_every=0",
+                             "checkpoint_every=1", "batch_size=8"])
+    assert config.total_steps == 5 and config.optim.lr == 3.0 and config.batch_size == 8
+
+
+def test_cli_reports_bad_config_without_traceback(tmp_path):
+    out = _train(tmp_path, "total_steps=0")
+    assert out.returncode == 1 and "total_steps" in out.stderr and "Traceback" not in out.stderr
+    out = _train(tmp_path, "batch_size=30", env={
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    assert out.returncode == 1 and "batch_size" in out.stderr

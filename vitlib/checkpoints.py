@@ -1,0 +1,31 @@
+"""Checkpoints of the training state with orbax: written to a temporary folder and renamed when
+complete, so a run killed at any moment leaves only whole checkpoints behind."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+    def __init__(self, directory: Path, max_to_keep: int = 2):
+        self._manager = ocp.CheckpointManager(
+            Path(directory).absolute(),
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                                 enable_async_checkpointing=False))
+
+    def latest_step(self) -> Optional[int]:
+        return self._manager.latest_step()
+
+    def save(self, step: int, state) -> None:
+        self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+        self._manager.wait_until_finished()
+
+    def restore(self, step: int, abstract_state):
+        """``abstract_state``: the state's structure with ShapeDtypeStruct leaves (shardings
+        included), so the restored arrays land where the step expects them."""
+        return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+
+    def close(self) -> None:
+        self._manager.close()

@@ -1,0 +1,85 @@
+"""Training configs (ml_collections): ``load_config("quickstart")`` or a path to a .py file
+with ``get_config()``; ``apply_overrides(config, ["total_steps=100", "optim.lr=3e-3"])``."""
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+from pathlib import Path
+
+import ml_collections
+
+CONFIG_DIR = Path(__file__).parent
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_"))
+
+
+def load_config(name_or_path: str) -> ml_collections.ConfigDict:
+    path = Path(name_or_path)
+    if path.suffix == ".py":
+        if not path.is_file():
+            raise ValueError(f"config: file {name_or_path!r} does not exist")
+        spec = importlib.util.spec_from_file_location(f"vitlib_config_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    elif name_or_path in available():
+        module = importlib.import_module(f"vitlib.configs.{name_or_path}")
+    else:
+        raise ValueError(f"config: {name_or_path!r} is neither a config name nor a .py file; "
+                         f"names: {available()}")
+    config = module.get_config()
+    config.lock()  # a typo in a key is an error, not a silent new field
+    return config
+
+
+def valid_keys(config, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            keys.append(f"{prefix}{key}")  # settable whole, as a dict
+            keys += valid_keys(value, f"{prefix}{key}.")
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def _parse(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare word is a string
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:
+    """Apply ``key=value`` strings; dotted keys reach nested fields."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"--set: {item!r} is not key=value")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if key not in valid_keys(config):
+            raise ValueError(f"--set: unknown key {key!r}; valid keys: {valid_keys(config)}")
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        value = _parse(text)
+        old = node[leaf]
+        if isinstance(old, ml_collections.ConfigDict):
+            if not isinstance(value, dict):
+                raise ValueError(f"--set: {key} must be a dict like {old.to_dict()!r}, got "
+                                 f"{value!r}")
+            with node.unlocked():
+                node[leaf] = ml_collections.ConfigDict(value)
+            continue
+        if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(old, (tuple, list)) and isinstance(value, (tuple, list)):
+            value = type(old)(value)
+        if old is not None and type(value) is not type(old):
+            raise ValueError(f"--set: {key} must be {type(old).__name__} like {old!r}, got "
+                             f"{value!r}")
+        node[leaf] = value
+    return config

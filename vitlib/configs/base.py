@@ -1,0 +1,38 @@
+"""Every key a training config may hold, with its default. Named configs start from here."""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.dataset = "fashion_mnist"  # fashion_mnist | digits | any TFDS name
+    c.data_dir = ""  # TFDS data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+    c.train_split = "train"
+    c.eval_splits = ("test", "minival")
+    c.seed = 0  # parameter init and batch order
+
+    c.model = ml_collections.ConfigDict(dict(
+        variant="Pico/4", pool_type="gap", posemb="learn", representation_size=0,
+        dtype="float32", param_dtype="float32", scan=False, remat_policy="none"))
+    c.image_size = 0  # input resolution; 0 = the dataset's own (others: bilinear resize)
+    c.loss = "softmax"  # softmax | sigmoid (cross-entropy)
+
+    c.batch_size = 256
+    c.total_steps = 1000
+    c.optim = ml_collections.ConfigDict(dict(
+        optimizer="adam", optimizer_kwargs={}, lr=1e-3, grad_clip_norm=1.0,
+        schedule=dict(kind="cosine", warmup_steps=100, cooldown_steps=0, timescale=10_000,
+                      end_value=0.0),
+        weight_decay=[(r".*", 1e-4)]))
+    c.augment = ml_collections.ConfigDict(dict(crop_padding=0, flip=False))
+
+    c.log_every = 50  # steps between loss/throughput records
+    c.eval_every = 0  # steps between evaluations; 0 = only at the end
+    c.checkpoint_every = 0  # steps between checkpoints; 0 = only at the end
+    c.eval_batch_size = 500
+
+    # Few-shot linear probe on frozen pre-logits, run with every evaluation ("" = off).
+    c.fewshot = ml_collections.ConfigDict(dict(
+        dataset="digits", shots=(10,), seeds=(0, 1, 2)))
+
+    c.fsdp = False  # shard parameters and optimizer state over the mesh (large models)
+    return c

@@ -1,0 +1,128 @@
+"""Input pipeline: batches whose content is a pure function of (seed, step), preprocessing and
+augmentation, and a background prefetcher so the training step does not wait on data.
+
+A resumed run therefore sees exactly the batches it would have seen: batch ``step`` holds
+positions ``step*B .. step*B+B-1`` of an endless sequence of per-epoch permutations, each drawn
+from ``(seed, epoch)``, and its augmentation is drawn from ``(seed, step)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+    crop_padding: int = 0  # zero-pad by this many pixels, then crop back at a random offset
+    flip: bool = False  # random horizontal flip
+
+    def __post_init__(self):
+        if not isinstance(self.crop_padding, int) or self.crop_padding < 0:
+            raise ValueError(f"augment.crop_padding: must be an integer >= 0, got "
+                             f"{self.crop_padding!r}")
+
+
+def preprocess(images: np.ndarray) -> np.ndarray:
+    """uint8 [0, 255] -> float32 [-1, 1]."""
+    return images.astype(np.float32) * (2.0 / 255.0) - 1.0
+
+
+def _epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch, 0]).permutation(n)
+
+
+def batch_indices(step: int, batch_size: int, n: int, seed: int) -> np.ndarray:
+    """Example indices of batch ``step``: a pure function of its arguments."""
+    positions = step * batch_size + np.arange(batch_size)
+    epochs, offsets = np.divmod(positions, n)
+    out = np.empty(batch_size, np.int64)
+    for epoch in np.unique(epochs):
+        where = epochs == epoch
+        out[where] = _epoch_permutation(seed, int(epoch), n)[offsets[where]]
+    return out
+
+
+def augment_batch(images: np.ndarray, augment: Augment, seed: int, step: int) -> np.ndarray:
+    if not augment.crop_padding and not augment.flip:
+        return images
+    rng = np.random.default_rng([seed, step, 1])
+    n, h, w, _ = images.shape
+    out = images
+    if augment.crop_padding:
+        p = augment.crop_padding
+        padded = np.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
+        dy, dx = rng.integers(0, 2 * p + 1, size=(2, n))
+        out = np.stack([padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    if augment.flip:
+        flip = rng.random(n) < 0.5
+        out = np.where(flip[:, None, None, None], out[:, :, ::-1], out)
+    return out
+
+
+def train_batch(images: np.ndarray, labels: np.ndarray, step: int, batch_size: int, seed: int,
+                augment: Augment = Augment()) -> dict:
+    """Batch ``step`` of the training stream: {'image': float32 [-1,1], 'label': int32}."""
+    idx = batch_indices(step, batch_size, len(images), seed)
+    return {"image": preprocess(augment_batch(images[idx], augment, seed, step)),
+            "label": np.asarray(labels[idx], np.int32)}
+
+
+def eval_batches(images: np.ndarray, labels: np.ndarray, batch_size: int) -> Iterator[dict]:
+    """The whole split in order, in fixed-size batches; the last is padded, 'mask' marks real
+    examples (one compiled eval step serves every batch)."""
+    n = len(images)
+    for start in range(0, n, batch_size):
+        idx = np.arange(start, start + batch_size)
+        mask = idx < n
+        idx = np.where(mask, idx, n - 1)
+        yield {"image": preprocess(images[idx]), "label": np.asarray(labels[idx], np.int32),
+               "mask": mask}
+
+
+class Prefetcher:
+    """Produces ``make_batch(step)`` for ``start <= step < stop`` on a background thread,
+    ``depth`` batches ahead, each passed through ``place`` (e.g. a device_put onto a mesh)."""
+
+    def __init__(self, make_batch: Callable[[int], dict], start: int, stop: int,
+                 depth: int = 3, place: Optional[Callable[[dict], dict]] = None):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._place = place or (lambda batch: batch)
+
+        def work():
+            try:
+                for step in range(start, stop):
+                    if self._stop.is_set():
+                        return
+                    self._put((step, self._place(make_batch(step))))
+            except BaseException as err:  # hand the failure to the consumer
+                self._put(err)
+            self._put(None)
+
+        self._thread = threading.Thread(target=work, daemon=True, name="vitlib-prefetch")
+        self._thread.start()
+
+    def _put(self, item) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self):
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
