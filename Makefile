@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: help install data test reproduce quickstart zoo lock clean
+.PHONY: help install data test reproduce quickstart bench zoo lock clean
 
 help:
 	@echo "make test                  pytest + nbval over notebooks (smoke profile)"
 	@echo "make reproduce PROFILE=cpu run every notebook with papermill into results/"
 	@echo "make quickstart            train the quickstart ViT on Fashion-MNIST (runs/quickstart)"
+	@echo "make bench                 vitlib vs PyTorch eager throughput (results/benchmarks/)"
 	@echo "make zoo                   print paper Table 2 as computed by vitlib"
 	@echo "make install | data | lock | clean"
 
@@ -50,6 +51,12 @@ reproduce: $(STAMP) data
 # Resumes if runs/quickstart holds a checkpoint; remove the folder for a fresh run.
 quickstart: $(STAMP) data
 	$(BIN)/python -m vitlib.train --config quickstart --workdir runs/quickstart
+
+# PyTorch is a benchmark-only extra: the CPU wheel 2.13.0 (pinned in pyproject's `bench` extra).
+bench: $(STAMP)
+	@$(BIN)/python -c "import torch" 2>/dev/null || \
+		$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/python benchmarks/train_throughput.py
 
 zoo: $(STAMP)
 	$(BIN)/python -m vitlib.zoo

@@ -63,3 +63,20 @@ def test_cli_json_and_errors():
     bad = subprocess.run([sys.executable, "-m", "vitlib.memory", "--variant", "B16",
                           "--optimizer", "adam"], capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "variant" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_compiled_plan_of_the_real_train_step_on_virtual_devices():
+    from vitlib.memory import optimizer_memory, plan_in_subprocess
+    replicated = plan_in_subprocess("Pico/4", "adam", batch_per_device=4, devices=2,
+                                    image_size=32)
+    sharded = plan_in_subprocess("Pico/4", "adam", batch_per_device=4, devices=2,
+                                 image_size=32, fsdp=True)
+    for plan in (replicated, sharded):
+        assert plan["total_bytes"] == (plan["argument_bytes"] + plan["output_bytes"]
+                                       - plan["alias_bytes"] + plan["temp_bytes"])
+        assert plan["alias_bytes"] > 0  # the donated state is updated in place
+    # Arguments hold params + optimizer state (+ the batch); FSDP halves the state per device.
+    state = optimizer_memory("Pico/4", "adam", image_size=32, num_classes=1000)
+    state_bytes = state["param_bytes"] + state["opt_state_bytes"]
+    assert replicated["argument_bytes"] >= state_bytes
+    assert sharded["argument_bytes"] < 0.75 * replicated["argument_bytes"]
