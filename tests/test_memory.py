@@ -80,3 +80,15 @@ def test_compiled_plan_of_the_real_train_step_on_virtual_devices():
     state_bytes = state["param_bytes"] + state["opt_state_bytes"]
     assert replicated["argument_bytes"] >= state_bytes
     assert sharded["argument_bytes"] < 0.75 * replicated["argument_bytes"]
+
+
+def test_planner_matches_the_measured_peak_of_the_real_step():
+    """Run the planned S/16 step for real (fresh process) and compare peak RSS growth."""
+    code = ("import json; from vitlib.memory import measured_step_growth; "
+            "print(json.dumps(measured_step_growth('S/16', 'adam', 8)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["predicted_step_bytes"] > 500 * 2 ** 20  # large enough to dominate noise
+    assert abs(report["relative_error"]) < 0.10, report

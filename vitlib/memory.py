@@ -70,17 +70,9 @@ def optimizer_memory(variant: str, optimizer: str, image_size: int = 224, num_cl
     }
 
 
-def compiled_plan(variant: str, optimizer: str, batch_per_device: int, devices: int,
-                  fsdp: bool = False, remat: bool = False, image_size: int = 224,
-                  num_classes: int = 1000, dtype: str = "float32", scan: bool = True,
-                  remat_policy: str = "nothing_saveable") -> dict:
-    """Per-device memory of the real training step, from XLA's analysis of its compiled program.
-
-    The step is ``fit``'s (model, optimizer chain, shardings, remat/scan), lowered for abstract
-    inputs on ``devices`` virtual devices and compiled; nothing is allocated. Total =
-    arguments + outputs - aliased (donated state) + temporaries. Needs ``jax.devices()`` to
-    hold at least ``devices`` devices (``plan_in_subprocess`` arranges that).
-    """
+def _train_step(variant, optimizer, devices, fsdp, remat, image_size, num_classes, dtype,
+                scan, remat_policy):
+    """fit's step for a variant: (jitted step, state factory, state shardings, mesh)."""
     if optimizer not in OPTIMIZER_NAMES:
         raise ValueError(f"optimizer: {optimizer!r} is not allowed; choose one of "
                          f"{list(OPTIMIZER_NAMES)}")
@@ -94,23 +86,81 @@ def compiled_plan(variant: str, optimizer: str, batch_per_device: int, devices: 
     tx = make_optimizer(dict(optimizer=optimizer, lr=1e-3, total_steps=10, grad_clip_norm=1.0,
                              weight_decay=[(r"^head/", 3.0), (r".*", 0.03)]))
     mesh = make_mesh(jax.devices()[:devices])
-    abstract = jax.eval_shape(lambda: init_state(model, tx, (image_size, image_size, 3), 0))
-    shardings = state_shardings(abstract, mesh, fsdp=fsdp)
-    abstract = jax.tree_util.tree_map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-    batch = devices * batch_per_device
-    images = jax.ShapeDtypeStruct((batch, image_size, image_size, 3), jnp.float32,
-                                  sharding=batch_sharding(mesh))
-    labels = jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=batch_sharding(mesh))
+    make_state = lambda: init_state(model, tx, (image_size, image_size, 3), 0)  # noqa: E731
+    shardings = state_shardings(jax.eval_shape(make_state), mesh, fsdp=fsdp)
     step = jax.jit(make_train_step(model, tx, "sigmoid"), in_shardings=(shardings, None),
                    out_shardings=(shardings, replicated(mesh)), donate_argnums=0)
-    stats = step.lower(abstract, {"image": images, "label": labels}).compile().memory_analysis()
+    return step, make_state, shardings, mesh
+
+
+def _batch(batch: int, image_size: int, mesh, concrete: bool):
+    make = (lambda shape, dtype: jax.device_put(jnp.zeros(shape, dtype), batch_sharding(mesh))) \
+        if concrete else (lambda shape, dtype: jax.ShapeDtypeStruct(
+            shape, dtype, sharding=batch_sharding(mesh)))
+    return {"image": make((batch, image_size, image_size, 3), jnp.float32),
+            "label": make((batch,), jnp.int32)}
+
+
+def compiled_plan(variant: str, optimizer: str, batch_per_device: int, devices: int,
+                  fsdp: bool = False, remat: bool = False, image_size: int = 224,
+                  num_classes: int = 1000, dtype: str = "float32", scan: bool = True,
+                  remat_policy: str = "nothing_saveable") -> dict:
+    """Per-device memory of the real training step, from XLA's analysis of its compiled program.
+
+    The step is ``fit``'s (model, optimizer chain, shardings, remat/scan), lowered for abstract
+    inputs on ``devices`` virtual devices and compiled; nothing is allocated. Total =
+    arguments + outputs - aliased (donated state) + temporaries. Needs ``jax.devices()`` to
+    hold at least ``devices`` devices (``plan_in_subprocess`` arranges that).
+    """
+    step, make_state, shardings, mesh = _train_step(
+        variant, optimizer, devices, fsdp, remat, image_size, num_classes, dtype, scan,
+        remat_policy)
+    abstract = jax.tree_util.tree_map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        jax.eval_shape(make_state), shardings)
+    batch = _batch(devices * batch_per_device, image_size, mesh, concrete=False)
+    stats = step.lower(abstract, batch).compile().memory_analysis()
     args, outs = stats.argument_size_in_bytes, stats.output_size_in_bytes
     alias, temp = stats.alias_size_in_bytes, stats.temp_size_in_bytes
     return {"variant": variant, "optimizer": optimizer, "batch_per_device": batch_per_device,
             "devices": devices, "fsdp": fsdp, "remat": remat, "dtype": dtype,
             "image_size": image_size, "argument_bytes": args, "output_bytes": outs,
             "alias_bytes": alias, "temp_bytes": temp, "total_bytes": args + outs - alias + temp}
+
+
+def _rss(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def measured_step_growth(variant: str, optimizer: str, batch_size: int,
+                         image_size: int = 224, remat: bool = False) -> dict:
+    """Run the planned step once for real on one device and measure it (Linux only).
+
+    Peak RSS growth during the step (VmHWM reset through /proc/self/clear_refs after the
+    state and batch are allocated), next to the plan's prediction of what the step adds:
+    temporaries + outputs - aliased buffers.
+    """
+    plan = compiled_plan(variant, optimizer, batch_size, 1, remat=remat, image_size=image_size)
+    step, make_state, shardings, mesh = _train_step(
+        variant, optimizer, 1, False, remat, image_size, 1000, "float32", True,
+        "nothing_saveable")
+    state = jax.jit(make_state, out_shardings=shardings)()
+    batch = _batch(batch_size, image_size, mesh, concrete=True)
+    compiled = step.lower(state, batch).compile()
+    jax.block_until_ready((state, batch))
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak-RSS mark to the current RSS
+    base = _rss("VmRSS")
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready((state, metrics))
+    predicted = plan["temp_bytes"] + plan["output_bytes"] - plan["alias_bytes"]
+    measured = _rss("VmHWM") - base
+    return {**plan, "predicted_step_bytes": predicted, "measured_step_bytes": measured,
+            "relative_error": measured / predicted - 1}
 
 
 def plan_in_subprocess(variant: str, optimizer: str, batch_per_device: int, devices: int,
@@ -129,7 +179,10 @@ def plan_in_subprocess(variant: str, optimizer: str, batch_per_device: int, devi
 
 
 def _gib(n: int) -> str:
-    return f"{n / 2 ** 30:.2f} GiB"
+    for unit, size in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"
 
 
 def main(argv=None) -> int:
@@ -153,28 +206,10 @@ def main(argv=None) -> int:
     compiled.add_argument("--remat", action="store_true", help="rematerialise encoder blocks")
     compiled.add_argument("--dtype", default="float32", help="compute dtype (bfloat16, ...)")
     args = parser.parse_args(argv)
-    if args.compiled:
-        return _main_compiled(args)
-    try:
-        report = optimizer_memory(args.variant, args.optimizer, args.image_size,
-                                  args.num_classes, scan=args.scan)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(report, indent=1))
-        return 0
-    print(f"{report['variant']} with {report['optimizer']}: "
-          f"{report['num_params']:,} parameters")
-    print(f"  parameters       {_gib(report['param_bytes']):>12}  "
-          f"{report['param_bytes_by_dtype']}")
-    print(f"  optimizer state  {_gib(report['opt_state_bytes']):>12}  "
-          f"{report['opt_state_bytes_by_dtype']}")
-    print(f"  state / params   {report['opt_state_over_params']:>8.3f}x")
-    return 0
-
-
-def _main_compiled(args) -> int:
+    if not args.compiled:
+        return _report(lambda: optimizer_memory(args.variant, args.optimizer, args.image_size,
+                                                args.num_classes, scan=args.scan),
+                       args.json, _render_state)
     for field in ("batch_per_device", "devices"):
         if getattr(args, field) < 1:
             print(f"error: --{field.replace('_', '-')}: must be >= 1, got "
@@ -183,21 +218,36 @@ def _main_compiled(args) -> int:
     # Virtual devices must be requested before JAX's CPU backend starts.
     flag = f"--xla_force_host_platform_device_count={args.devices}"
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+    return _report(lambda: compiled_plan(args.variant, args.optimizer, args.batch_per_device,
+                                         args.devices, args.fsdp, args.remat, args.image_size,
+                                         args.num_classes or 1000, args.dtype),
+                   args.json, _render_plan)
+
+
+def _report(compute, as_json: bool, render) -> int:
     try:
-        plan = compiled_plan(args.variant, args.optimizer, args.batch_per_device, args.devices,
-                             args.fsdp, args.remat, args.image_size,
-                             args.num_classes or 1000, args.dtype)
+        report = compute()
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.json:
-        print(json.dumps(plan, indent=1))
-        return 0
-    print(f"{plan['variant']} / {plan['optimizer']}: {plan['devices']} devices x "
-          f"{plan['batch_per_device']} images, fsdp={plan['fsdp']}, remat={plan['remat']}")
-    for key in ("argument_bytes", "output_bytes", "alias_bytes", "temp_bytes", "total_bytes"):
-        print(f"  {key:15s} {_gib(plan[key]):>12} per device")
+    print(json.dumps(report, indent=1) if as_json else render(report))
     return 0
+
+
+def _render_state(r: dict) -> str:
+    return "\n".join([
+        f"{r['variant']} with {r['optimizer']}: {r['num_params']:,} parameters",
+        f"  parameters       {_gib(r['param_bytes']):>12}  {r['param_bytes_by_dtype']}",
+        f"  optimizer state  {_gib(r['opt_state_bytes']):>12}  {r['opt_state_bytes_by_dtype']}",
+        f"  state / params   {r['opt_state_over_params']:>8.3f}x"])
+
+
+def _render_plan(p: dict) -> str:
+    lines = [f"{p['variant']} / {p['optimizer']}: {p['devices']} devices x "
+             f"{p['batch_per_device']} images, fsdp={p['fsdp']}, remat={p['remat']}"]
+    for key in ("argument_bytes", "output_bytes", "alias_bytes", "temp_bytes", "total_bytes"):
+        lines.append(f"  {key:15s} {_gib(p[key]):>12} per device")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
