@@ -264,3 +264,18 @@ def test_config_dict_is_accepted():
     from ml_collections import ConfigDict
     tx = make_optimizer(ConfigDict(paper_recipe(100_000)))
     assert isinstance(tx, optax.GradientTransformation)
+
+
+@pytest.mark.parametrize("name", ["adafactor_bv", "adam_hp", "adam", "adafactor", "sgd"])
+def test_every_optimizer_descends_through_the_chain(name):
+    """One step of the full chain lowers a quadratic loss (catches a flipped sign)."""
+    target = {"w": jnp.linspace(-1.0, 1.0, 64 * 48).reshape(64, 48), "b": jnp.ones((48,))}
+    params = jax.tree_util.tree_map(jnp.zeros_like, target)
+    loss = lambda p: sum(jnp.sum((p[k] - target[k]) ** 2) for k in p)  # noqa: E731
+    tx = make_optimizer(dict(optimizer=name, lr=1e-2, total_steps=10,
+                             schedule=dict(kind="constant")))
+    state = tx.init(params)
+    for _ in range(3):
+        updates, state = tx.update(jax.grad(loss)(params), state, params)
+        params = optax.apply_updates(params, updates)
+    assert loss(params) < loss(jax.tree_util.tree_map(jnp.zeros_like, target))

@@ -39,6 +39,11 @@ def results_dir(profile: Optional[str] = None) -> Path:
     return root if profile == "cpu" else root / profile
 
 
+def runs_dir(profile: Optional[str] = None) -> Path:
+    """Where notebooks keep their cached training runs (checkpoints; not committed)."""
+    return repo_root() / "runs" / resolve_profile(profile)
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -128,6 +128,23 @@ def compiled_plan(variant: str, optimizer: str, batch_per_device: int, devices: 
             "alias_bytes": alias, "temp_bytes": temp, "total_bytes": args + outs - alias + temp}
 
 
+def encoder_activation_bytes(variant: str, tokens: int, batch: int, remat: bool = False,
+                             dtype: str = "float32") -> int:
+    """Temporary bytes XLA allocates for forward + backward of the encoder alone on a
+    (batch, tokens, width) input: the activation memory that the sequence length drives."""
+    from vitlib.models.vit import Encoder
+
+    cfg = vit_config(variant, image_size=None)
+    encoder = Encoder(depth=cfg.depth, mlp_dim=cfg.mlp_dim, num_heads=cfg.num_heads, scan=True,
+                      remat_policy="nothing_saveable" if remat else "none",
+                      dtype=jnp.dtype(dtype))
+    x = jax.ShapeDtypeStruct((batch, tokens, cfg.width), jnp.float32)
+    params = jax.eval_shape(lambda x: encoder.init(jax.random.PRNGKey(0), x), x)
+    loss = lambda p, x: jnp.sum(encoder.apply(p, x).astype(jnp.float32))  # noqa: E731
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, x).compile()
+    return int(compiled.memory_analysis().temp_size_in_bytes)
+
+
 def _rss(field: str) -> int:
     with open("/proc/self/status") as status:
         for line in status:
@@ -163,19 +180,26 @@ def measured_step_growth(variant: str, optimizer: str, batch_size: int,
             "relative_error": measured / predicted - 1}
 
 
-def plan_in_subprocess(variant: str, optimizer: str, batch_per_device: int, devices: int,
-                       fsdp: bool = False, remat: bool = False, image_size: int = 224,
-                       dtype: str = "float32", timeout: int = 900) -> dict:
-    """``compiled_plan`` in a fresh process with ``devices`` virtual CPU devices."""
-    cmd = [sys.executable, "-m", "vitlib.memory", "--compiled", "--json", "--variant", variant,
-           "--optimizer", optimizer, "--batch-per-device", str(batch_per_device), "--devices",
-           str(devices), "--image-size", str(image_size), "--dtype", dtype]
-    cmd += ["--fsdp"] * fsdp + ["--remat"] * remat
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
+def plans_in_subprocess(plans: list[dict], devices: int, timeout: int = 1800) -> list[dict]:
+    """``compiled_plan(**plan, devices=devices)`` for each plan, in one fresh process with
+    ``devices`` virtual CPU devices (JAX fixes its device count when it starts)."""
+    code = ("import json, sys; from vitlib.memory import compiled_plan; "
+            "plans = json.loads(sys.stdin.read()); "
+            f"print(json.dumps([compiled_plan(**p, devices={devices}) for p in plans]))")
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+    out = subprocess.run([sys.executable, "-c", code], input=json.dumps(plans),
+                         capture_output=True, text=True, timeout=timeout,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags.strip()})
     if out.returncode:
         raise RuntimeError(f"memory plan failed: {out.stderr.strip()[-2000:]}")
-    return json.loads(out.stdout)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def plan_in_subprocess(variant: str, optimizer: str, batch_per_device: int, devices: int,
+                       **options) -> dict:
+    """One ``compiled_plan`` in a fresh process with ``devices`` virtual CPU devices."""
+    return plans_in_subprocess([dict(variant=variant, optimizer=optimizer,
+                                     batch_per_device=batch_per_device, **options)], devices)[0]
 
 
 def _gib(n: int) -> str:

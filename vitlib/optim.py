@@ -162,7 +162,9 @@ def _adam(b1=0.9, b2=0.999, eps=1e-8):
 
 
 def _stock_adafactor(**kwargs):
-    return optax.adafactor(learning_rate=None, **kwargs)
+    # optax.adafactor ends with scale(-1) (it is a full optimizer); the chain here expects the
+    # direction and negates once itself, so undo that sign.
+    return optax.chain(optax.adafactor(learning_rate=None, **kwargs), optax.scale(-1.0))
 
 
 def _sgd(momentum=0.9, nesterov=False):

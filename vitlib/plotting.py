@@ -28,3 +28,43 @@ def params_vs_gflops(rows: list[dict], paper: bool = True):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="upper left")
     return fig
+
+
+def grouped_bars(rows: list[dict], x: str, group: str, value: str, ylabel: str, title: str,
+                 hlines: dict | None = None, log: bool = False):
+    """One bar per (x, group) of ``rows``; ``hlines`` {label: y} draws reference lines."""
+    xs = list(dict.fromkeys(r[x] for r in rows))
+    groups = list(dict.fromkeys(r[group] for r in rows))
+    width = 0.8 / len(groups)
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.2 * len(xs)), 4.2))
+    for i, g in enumerate(groups):
+        heights = [next((r[value] for r in rows if r[x] == xv and r[group] == g), 0) for xv in xs]
+        ax.bar([j + (i - (len(groups) - 1) / 2) * width for j in range(len(xs))], heights,
+               width, label=str(g))
+    for label, y in (hlines or {}).items():
+        ax.axhline(y, color="0.3", ls="--", lw=1)
+        ax.annotate(label, (len(xs) - 0.5, y), ha="right", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(xs)), xs)
+    ax.set(ylabel=ylabel, title=title)
+    if log:
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    return fig
+
+
+def training_curves(curves: dict, metrics: tuple[str, ...], title: str):
+    """``curves[label][metric] = (steps, mean, std)``; one panel per metric."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4))
+    axes = [axes] if len(metrics) == 1 else list(axes)
+    for ax, metric in zip(axes, metrics):
+        for label, per_metric in curves.items():
+            steps, mean, std = per_metric[metric]
+            ax.plot(steps, mean, label=label)
+            ax.fill_between(steps, [m - s for m, s in zip(mean, std)],
+                            [m + s for m, s in zip(mean, std)], alpha=0.2)
+        ax.set(xlabel="step", ylabel=metric.replace("_", " "))
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    return fig

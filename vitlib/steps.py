@@ -65,8 +65,8 @@ def make_train_step(model, tx: optax.GradientTransformation, loss: str) -> Calla
         value, grads = jax.value_and_grad(compute_loss)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": value, "grad_norm": optax.global_norm(grads),
-                   "param_norm": optax.global_norm(params)}
+        metrics = {"loss": value, "grad_norm": optax.tree.norm(grads),
+                   "param_norm": optax.tree.norm(params)}
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return step

@@ -54,18 +54,24 @@ def _parse(text: str):
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:
     """Apply ``key=value`` strings; dotted keys reach nested fields."""
+    values = {}
     for item in overrides or []:
         if "=" not in item:
             raise ValueError(f"--set: {item!r} is not key=value")
         key, text = item.split("=", 1)
-        key = key.strip()
+        values[key.strip()] = _parse(text)
+    return set_fields(config, values)
+
+
+def set_fields(config: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:
+    """Set ``{dotted.key: value}`` on ``config`` in place, checking keys and types."""
+    for key, value in values.items():
         if key not in valid_keys(config):
             raise ValueError(f"--set: unknown key {key!r}; valid keys: {valid_keys(config)}")
         *parents, leaf = key.split(".")
         node = config
         for part in parents:
             node = node[part]
-        value = _parse(text)
         old = node[leaf]
         if isinstance(old, ml_collections.ConfigDict):
             if not isinstance(value, dict):
