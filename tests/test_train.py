@@ -17,12 +17,17 @@ SMALL = ["dataset=digits", "model.variant='Pico/7'", "batch_size=32", "eval_batc
          "augment.crop_padding=0", "augment.flip=False"]
 
 
-def _train(workdir, *sets, env=None, timeout=300):
+def _command(workdir, *sets):
     cmd = [sys.executable, "-m", "vitlib.train", "--config", "quickstart", "--workdir",
            str(workdir), "--no-progress"]
     for item in [*SMALL, *sets]:
         cmd += ["--set", item]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+    return cmd
+
+
+def _train(workdir, *sets, env=None, timeout=300):
+    return subprocess.run(_command(workdir, *sets), capture_output=True, text=True,
+                          timeout=timeout,
                           env={**os.environ, **(env or {})})
 
 
@@ -57,11 +62,8 @@ def test_sigkill_and_resume_ends_with_the_same_parameters(tmp_path):
     assert reference.returncode == 0, reference.stderr[-3000:]
 
     workdir = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "vitlib.train", "--config", "quickstart", "--workdir",
-           str(workdir), "--no-progress"]
-    for item in [*SMALL, *sets]:
-        cmd += ["--set", item]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(_command(workdir, *sets), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     metrics = workdir / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline:  # kill between checkpoints, mid-run
