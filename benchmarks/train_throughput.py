@@ -27,7 +27,7 @@ import numpy as np
 from vitlib.artifacts import write_json
 from vitlib.models import ViT, count_flops, vit_config
 from vitlib.optim import make_optimizer
-from vitlib.steps import init_state, make_feature_fn, make_train_step
+from vitlib.steps import init_state, make_feature_fn, make_train_step, micro_batches_for
 
 sys.path.insert(0, str(Path(__file__).parent))
 from torch_vit import TorchViT  # noqa: E402
@@ -66,11 +66,14 @@ def vitlib_runners(shape: dict, rng: np.random.Generator):
     state = init_state(model, tx, (IMAGE, IMAGE, 1), 0)
     batch = {"image": jnp.asarray(rng.uniform(-1, 1, (BATCH, IMAGE, IMAGE, 1)), jnp.float32),
              "label": jnp.asarray(rng.integers(0, CLASSES, BATCH), jnp.int32)}
-    step = jax.jit(make_train_step(model, tx, "softmax"), donate_argnums=0)
+    micro = micro_batches_for(BATCH, 0, jax.device_count())  # what fit() runs by default
+    step = jax.jit(make_train_step(model, tx, "softmax", micro), donate_argnums=0)
     compiled = step.lower(state, batch).compile()
-    cost = compiled.cost_analysis()
+    # XLA's cost analysis counts a loop body once, so the FLOPs come from the unsplit step.
+    whole = jax.jit(make_train_step(model, tx, "softmax")).lower(state, batch).compile()
+    cost = whole.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    features = jax.jit(make_feature_fn(model))
+    features = jax.jit(make_feature_fn(model, micro))
     holder = {"state": state}
 
     def train(steps):
@@ -85,10 +88,10 @@ def vitlib_runners(shape: dict, rng: np.random.Generator):
             out = features(holder["state"].params, batch["image"])
         out.block_until_ready()
 
-    return train, forward, float(cost["flops"]), count_flops(cfg, in_channels=1)
+    return train, forward, float(cost["flops"]), count_flops(cfg, in_channels=1), micro
 
 
-def torch_runners(shape: dict, rng: np.random.Generator):
+def torch_runners(shape: dict, rng: np.random.Generator, micro_batches: int):
     import torch
 
     model = TorchViT(shape["width"], shape["depth"], shape["num_heads"], shape["mlp_dim"],
@@ -107,13 +110,23 @@ def torch_runners(shape: dict, rng: np.random.Generator):
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
 
+    def train_micro(steps, k=micro_batches):
+        # The same 32-example gradient accumulation vitlib runs, for an equal-footing reference.
+        model.train()
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            for chunk_x, chunk_y in zip(images.chunk(k), labels.chunk(k)):
+                (loss_fn(model(chunk_x), chunk_y) / k).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+
     def forward(steps):
         model.eval()
         with torch.no_grad():
             for _ in range(steps):
                 model.features(images)
 
-    return train, forward
+    return train, train_micro, forward
 
 
 def run(rounds: int, steps: int, out: Path) -> dict:
@@ -127,26 +140,30 @@ def run(rounds: int, steps: int, out: Path) -> dict:
               "rounds": rounds, "steps_per_round": steps, "matmul_peak_gflops": peak,
               "configs": {}}
     for name, shape in CONFIGS.items():
-        v_train, v_fwd, step_flops, fwd_flops = vitlib_runners(shape, rng)
-        t_train, t_fwd = torch_runners(shape, rng)
-        for fn in (v_train, t_train, v_fwd, t_fwd):  # warm-up
+        v_train, v_fwd, step_flops, fwd_flops, micro = vitlib_runners(shape, rng)
+        t_train, t_micro, t_fwd = torch_runners(shape, rng, micro)
+        for fn in (v_train, t_train, t_micro, v_fwd, t_fwd):  # warm-up
             fn(3)
-        samples = {k: [] for k in ("vitlib_train", "torch_train", "vitlib_fwd", "torch_fwd")}
+        samples = {k: [] for k in ("vitlib_train", "torch_train", "torch_train_micro",
+                                   "vitlib_fwd", "torch_fwd")}
         for _ in range(rounds):  # alternate A/B so drift hits both alike
             samples["vitlib_train"].append(_timed(v_train, steps))
             samples["torch_train"].append(_timed(t_train, steps))
+            samples["torch_train_micro"].append(_timed(t_micro, steps))
             samples["vitlib_fwd"].append(_timed(v_fwd, steps))
             samples["torch_fwd"].append(_timed(t_fwd, steps))
         med = {k: statistics.median(v) for k, v in samples.items()}
         gflops = step_flops * med["vitlib_train"] / BATCH / 1e9
         report["configs"][name] = {
-            **shape, "median_img_s": med, "samples_img_s": samples,
+            **shape, "vitlib_micro_batches": micro, "median_img_s": med, "samples_img_s": samples,
             "train_ratio": med["vitlib_train"] / med["torch_train"],
+            "train_ratio_vs_torch_micro": med["vitlib_train"] / med["torch_train_micro"],
             "forward_ratio": med["vitlib_fwd"] / med["torch_fwd"],
             "xla_step_gflop": step_flops / 1e9, "model_fwd_gflop_per_image": fwd_flops / 1e9,
             "vitlib_train_gflops": gflops, "fraction_of_matmul_peak": gflops / peak}
         print(f"{name}: train vitlib {med['vitlib_train']:.0f} img/s vs torch "
-              f"{med['torch_train']:.0f} ({med['vitlib_train'] / med['torch_train']:.2f}x); "
+              f"{med['torch_train']:.0f} ({med['vitlib_train'] / med['torch_train']:.2f}x; torch "
+              f"with vitlib's {micro} micro-batches {med['torch_train_micro']:.0f}); "
               f"forward {med['vitlib_fwd']:.0f} vs {med['torch_fwd']:.0f} "
               f"({med['vitlib_fwd'] / med['torch_fwd']:.2f}x); {gflops:.0f} GFLOP/s = "
               f"{100 * gflops / peak:.0f}% of {peak:.0f}", flush=True)

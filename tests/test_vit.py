@@ -135,3 +135,28 @@ def test_bf16_params():
 def test_same_seed_same_parameters():
     cfg = vit_config("Pico/4", image_size=28, num_classes=10)
     jax.tree_util.tree_map(np.testing.assert_array_equal, _init(cfg), _init(cfg))
+
+
+@pytest.mark.parametrize("size, patch, channels", [(28, 4, 1), (30, 4, 3), (32, 16, 3)])
+def test_patch_embedding_is_flax_valid_conv(size, patch, channels):
+    """Reference: Flax's strided VALID nn.Conv, the paper's patchify (incl. dropped remainder)."""
+    import flax.linen as nn
+    from vitlib.models.vit import PatchEmbedding
+
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(3, size, size, channels)), jnp.float32)
+    conv = nn.Conv(32, (patch, patch), strides=(patch, patch), padding="VALID")
+    ref_params = conv.init(jax.random.PRNGKey(0), x)
+    grid = size // patch
+    ours = PatchEmbedding(32, patch)
+    params = ours.init(jax.random.PRNGKey(0), x, grid, grid)
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), ref_params, params))
+
+    def loss(module_out):
+        return jnp.sum(jnp.sin(module_out))
+
+    ref_fn = lambda p: loss(conv.apply(p, x).reshape(3, grid * grid, 32))  # noqa: E731
+    our_fn = lambda p: loss(ours.apply(p, x, grid, grid))  # noqa: E731
+    np.testing.assert_allclose(our_fn(params), ref_fn(params), rtol=1e-5)
+    g_ref, g_ours = jax.grad(ref_fn)(params), jax.grad(our_fn)(params)
+    for a, b in zip(jax.tree.leaves(g_ref), jax.tree.leaves(g_ours)):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)

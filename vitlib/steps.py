@@ -51,18 +51,89 @@ def resize(images: jax.Array, size: int) -> jax.Array:
     return jax.image.resize(images, (n, size, size, c), "bilinear")
 
 
-def make_train_step(model, tx: optax.GradientTransformation, loss: str) -> Callable:
-    """``step(state, batch) -> (state, metrics)``; metrics: loss, grad_norm, param_norm."""
+def _check_micro_batches(micro_batches) -> None:
+    if isinstance(micro_batches, bool) or not isinstance(micro_batches, int) or micro_batches < 1:
+        raise ValueError(f"micro_batches: {micro_batches!r} is not allowed; use an integer >= 1")
+
+
+CPU_MICRO_BATCH = 32  # examples per device; measured best on 2 cores (benchmarks/NOTES.md)
+
+
+def micro_batches_for(batch_size: int, micro_batch_size: int, devices: int,
+                      platform: str | None = None) -> int:
+    """How many micro-batches a step of ``batch_size`` examples runs in.
+
+    ``micro_batch_size > 0`` asks for exactly that size (it must divide the batch, and the
+    devices must divide it). ``0`` is automatic: on CPU the largest split whose micro-batches
+    still hold ``CPU_MICRO_BATCH`` examples per device; on accelerators the whole batch, where
+    one large step is fastest.
+    """
+    if isinstance(micro_batch_size, bool) or not isinstance(micro_batch_size, int) \
+            or micro_batch_size < 0:
+        raise ValueError(f"micro_batch_size: {micro_batch_size!r} is not allowed; use 0 "
+                         f"(automatic) or a positive divisor of the batch size")
+    if micro_batch_size:
+        if batch_size % micro_batch_size or micro_batch_size % devices:
+            raise ValueError(
+                f"micro_batch_size: {micro_batch_size} is not allowed with batch size "
+                f"{batch_size} on {devices} device(s); it must divide the batch size and be a "
+                f"multiple of the device count")
+        return batch_size // micro_batch_size
+    if (platform or jax.default_backend()) != "cpu":
+        return 1
+    for k in range(batch_size // (CPU_MICRO_BATCH * devices), 1, -1):
+        if batch_size % k == 0 and (batch_size // k) % devices == 0:
+            return k
+    return 1
+
+
+def split_micro_batches(x: jax.Array, k: int) -> jax.Array:
+    """(B, ...) -> (k, B/k, ...), micro-batch j holding examples j, j+k, j+2k, ...: strided, so a
+    batch sharded over devices along B stays sharded along B/k inside every micro-batch."""
+    size = x.shape[0]
+    if size % k:
+        raise ValueError(f"micro_batches: {k} does not divide the batch size {size}")
+    return jnp.swapaxes(x.reshape(size // k, k, *x.shape[1:]), 0, 1)
+
+
+def merge_micro_batches(x: jax.Array) -> jax.Array:
+    """The inverse of ``split_micro_batches``."""
+    k, m = x.shape[:2]
+    return jnp.swapaxes(x, 0, 1).reshape(k * m, *x.shape[2:])
+
+
+def make_train_step(model, tx: optax.GradientTransformation, loss: str,
+                    micro_batches: int = 1) -> Callable:
+    """``step(state, batch) -> (state, metrics)``; metrics: loss, grad_norm, param_norm.
+
+    With ``micro_batches = k > 1`` the batch is split into k equal slices whose gradients are
+    averaged in a loop before one optimizer update: the same mean-loss gradient (up to float
+    summation order), with k times smaller activations, which stay in CPU caches.
+    """
     if loss not in LOSSES:
         raise ValueError(f"loss: {loss!r} is not allowed; choose one of {list(LOSSES)}")
+    _check_micro_batches(micro_batches)
 
-    def step(state: TrainState, batch: dict):
+    def loss_and_grads(params, batch):
         def compute_loss(params):
             images = resize(batch["image"], model.config.image_size)
             logits, _ = model.apply({"params": params}, images)
             return loss_value(loss, logits, batch["label"])
+        return jax.value_and_grad(compute_loss)(params)
 
-        value, grads = jax.value_and_grad(compute_loss)(state.params)
+    def step(state: TrainState, batch: dict):
+        if micro_batches == 1:
+            value, grads = loss_and_grads(state.params, batch)
+        else:
+            slices = jax.tree.map(lambda x: split_micro_batches(x, micro_batches), batch)
+
+            def accumulate(carry, micro):
+                value, grads = loss_and_grads(state.params, micro)
+                return jax.tree.map(jnp.add, carry, (value, grads)), None
+
+            zeros = jax.tree.map(jnp.zeros_like, (jnp.zeros([], jnp.float32), state.params))
+            total, _ = jax.lax.scan(accumulate, zeros, slices, unroll=2)
+            value, grads = jax.tree.map(lambda x: x / micro_batches, total)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": value, "grad_norm": optax.tree.norm(grads),
@@ -82,11 +153,19 @@ def make_eval_step(model) -> Callable:
     return evaluate
 
 
-def make_feature_fn(model) -> Callable:
-    """``features(params, images) -> pre-logits`` (the frozen representation)."""
+def make_feature_fn(model, micro_batches: int = 1) -> Callable:
+    """``features(params, images) -> pre-logits`` (the frozen representation), computed in
+    ``micro_batches`` equal slices one after another (see ``make_train_step``)."""
+    _check_micro_batches(micro_batches)
+
     def features(params, images):
-        _, aux = model.apply({"params": params}, resize(images, model.config.image_size))
-        return aux["pre_logits"].astype(jnp.float32)
+        def chunk(images):
+            _, aux = model.apply({"params": params}, resize(images, model.config.image_size))
+            return aux["pre_logits"].astype(jnp.float32)
+        if micro_batches == 1:
+            return chunk(images)
+        out = jax.lax.map(chunk, split_micro_batches(images, micro_batches))
+        return merge_micro_batches(out)
     return features
 
 

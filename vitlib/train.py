@@ -30,7 +30,7 @@ from vitlib.optim import lr_schedule, make_optimizer
 from vitlib.sharding import (check_batch_size, make_mesh, replicated, shard_batch,
                              state_shardings)
 from vitlib.steps import (TrainState, init_state, make_eval_step, make_feature_fn,
-                          make_train_step, params_sha256)
+                          make_train_step, micro_batches_for, params_sha256)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -44,6 +44,7 @@ def _check_config(config) -> None:
     for key in ("log_every", "eval_every", "checkpoint_every", "eval_batch_size", "image_size"):
         if not isinstance(config[key], int) or config[key] < 0:
             raise ValueError(f"{key}: must be an integer >= 0, got {config[key]!r}")
+    micro_batches_for(config.batch_size, config.micro_batch_size, jax.device_count())
 
 
 def build_model(config, image_size: int, num_classes: int) -> ViT:
@@ -98,6 +99,8 @@ def fit(config, workdir, init_params: Optional[Callable] = None, progress: bool 
     augment = Augment(**config.augment.to_dict())
     mesh = make_mesh()
     check_batch_size(config.batch_size, mesh)
+    micro_batches = micro_batches_for(config.batch_size, config.micro_batch_size,
+                                      mesh.devices.size)
     if config.eval_batch_size % mesh.devices.size:
         raise ValueError(f"eval_batch_size: {config.eval_batch_size} does not split over "
                          f"{mesh.devices.size} devices; allowed: a multiple of it")
@@ -120,11 +123,12 @@ def fit(config, workdir, init_params: Optional[Callable] = None, progress: bool 
                                                         shardings.params))
     log = MetricsLog(workdir / "metrics.jsonl", start)
 
-    step_fn = jax.jit(make_train_step(model, tx, config.loss),
+    step_fn = jax.jit(make_train_step(model, tx, config.loss, micro_batches),
                       in_shardings=(shardings, None), out_shardings=(shardings, replicated(mesh)),
                       donate_argnums=0)
     eval_step = jax.jit(make_eval_step(model))
-    feature_fn = jax.jit(make_feature_fn(model))
+    feature_fn = jax.jit(make_feature_fn(
+        model, micro_batches_for(config.eval_batch_size, 0, mesh.devices.size)))
 
     def evaluate(step: int, params) -> dict:
         record = {"step": step}

@@ -18,6 +18,9 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.batch_size = 256
     c.total_steps = 1000
+    # Examples per micro-batch: gradients of the slices are averaged before one update (same
+    # gradient, smaller activations). 0 = automatic: 32 per device on CPU, whole batch elsewhere.
+    c.micro_batch_size = 0
     c.optim = ml_collections.ConfigDict(dict(
         optimizer="adam", optimizer_kwargs={}, lr=1e-3, grad_clip_norm=1.0,
         schedule=dict(kind="cosine", warmup_steps=100, cooldown_steps=0, timescale=10_000,

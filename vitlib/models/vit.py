@@ -29,6 +29,30 @@ def posemb_sincos2d(h: int, w: int, width: int, temperature: float = 10_000.0) -
     return pe[None].astype(np.float32)
 
 
+class PatchEmbedding(nn.Module):
+    """The VALID, stride-``patch`` convolution of the paper, with ``nn.Conv``'s parameters
+    (kernel ``(p, p, channels, width)``, bias), computed as one matmul over flattened patches:
+    a strided convolution's weight gradient is several times slower on XLA:CPU than a matmul's."""
+
+    width: int
+    patch: int
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, images, gh: int, gw: int):
+        n, _, _, c = images.shape
+        p = self.patch
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (p, p, c, self.width),
+                            self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (self.width,), self.param_dtype)
+        patches = (images[:, :gh * p, :gw * p]  # VALID: remainder pixels are dropped
+                   .reshape(n, gh, p, gw, p, c).transpose(0, 1, 3, 2, 4, 5)
+                   .reshape(n, gh * gw, p * p * c))
+        return (jnp.dot(patches, kernel.reshape(p * p * c, self.width).astype(self.dtype))
+                + bias.astype(self.dtype))
+
+
 class MlpBlock(nn.Module):
     mlp_dim: int
     dtype: jnp.dtype = jnp.float32
@@ -134,11 +158,9 @@ class ViT(nn.Module):
         gh = check_image_size(images.shape[1], cfg.patch_size)
         gw = check_image_size(images.shape[2], cfg.patch_size)
 
-        x = nn.Conv(cfg.width, (cfg.patch_size, cfg.patch_size),
-                    strides=(cfg.patch_size, cfg.patch_size), padding="VALID", dtype=dtype,
-                    param_dtype=param_dtype, name="embedding")(images.astype(dtype))
-        n, h, w, c = x.shape
-        x = x.reshape(n, h * w, c)
+        x = PatchEmbedding(cfg.width, cfg.patch_size, dtype=dtype, param_dtype=param_dtype,
+                           name="embedding")(images.astype(dtype), gh, gw)
+        n, _, c = x.shape
 
         if cfg.posemb == "learn":
             pos = self.param("pos_embedding",

@@ -1,0 +1,83 @@
+"""Micro-batched training and feature steps against the unsplit computation."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vitlib.models import ViT, vit_config
+from vitlib.optim import make_optimizer
+from vitlib.steps import (init_state, make_feature_fn, make_train_step, merge_micro_batches,
+                          micro_batches_for, split_micro_batches)
+
+OPTIM = dict(optimizer="adam", lr=1e-3, total_steps=10, grad_clip_norm=1.0,
+             schedule=dict(kind="constant", warmup_steps=0), weight_decay=[(".*", 1e-4)])
+
+
+def _setup(batch=16):
+    model = ViT(vit_config("Pico/7", image_size=28, num_classes=10))
+    tx = make_optimizer(OPTIM)
+    rng = np.random.default_rng(0)
+    data = {"image": jnp.asarray(rng.normal(size=(batch, 28, 28, 1)), jnp.float32),
+            "label": jnp.asarray(rng.integers(0, 10, batch), jnp.int32)}
+    return model, tx, init_state(model, tx, (28, 28, 1), 0), data
+
+
+def test_split_is_strided_and_merge_inverts_it():
+    x = jnp.arange(24).reshape(12, 2)
+    parts = split_micro_batches(x, 4)
+    assert parts.shape == (4, 3, 2)
+    for j in range(4):
+        np.testing.assert_array_equal(parts[j], x[j::4])
+    np.testing.assert_array_equal(merge_micro_batches(parts), x)
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_micro_batched_step_equals_whole_batch_step(k):
+    model, tx, state, data = _setup()
+    # Reference: plain jax.grad of the mean loss over the whole batch, then one update.
+    whole = jax.jit(make_train_step(model, tx, "softmax"))
+    split = jax.jit(make_train_step(model, tx, "softmax", micro_batches=k))
+    s1, m1 = whole(state, data)
+    s2, m2 = split(state, data)
+    for key in ("loss", "grad_norm", "param_norm"):
+        np.testing.assert_allclose(m2[key], m1[key], rtol=2e-5)
+    for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params)):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(s1.opt_state), jax.tree.leaves(s2.opt_state)):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-8)
+
+
+def test_micro_batched_features_equal_whole_batch_features():
+    model, _, state, data = _setup(batch=12)
+    whole = make_feature_fn(model)(state.params, data["image"])
+    split = jax.jit(make_feature_fn(model, micro_batches=3))(state.params, data["image"])
+    np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_micro_batches_for():
+    assert micro_batches_for(256, 0, 1, platform="cpu") == 8  # 32 examples each
+    assert micro_batches_for(256, 0, 2, platform="cpu") == 4  # 32 per device
+    assert micro_batches_for(500, 0, 1, platform="cpu") == 10  # largest divisor <= 15
+    assert micro_batches_for(48, 0, 1, platform="cpu") == 1
+    assert micro_batches_for(256, 0, 1, platform="gpu") == 1
+    assert micro_batches_for(256, 64, 1, platform="gpu") == 4  # explicit wins everywhere
+    assert micro_batches_for(256, 256, 1) == 1
+
+
+@pytest.mark.parametrize("size, devices, match", [
+    (-1, 1, "micro_batch_size: -1 is not allowed"),
+    (48, 1, "micro_batch_size: 48 is not allowed with batch size 256"),
+    (36, 8, "multiple of the device count"),
+    (True, 1, "micro_batch_size: True"),
+])
+def test_micro_batch_size_errors_name_the_field(size, devices, match):
+    with pytest.raises(ValueError, match=match):
+        micro_batches_for(256 if size != 36 else 288, size, devices)
+
+
+def test_micro_batches_must_divide_the_batch():
+    model, tx, state, data = _setup(batch=16)
+    with pytest.raises(ValueError, match="micro_batches: 3 does not divide the batch size 16"):
+        make_train_step(model, tx, "softmax", micro_batches=3)(state, data)
+    with pytest.raises(ValueError, match="micro_batches: 0 is not allowed"):
+        make_train_step(model, tx, "softmax", micro_batches=0)
