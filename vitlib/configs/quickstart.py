@@ -3,7 +3,8 @@ accuracy on sklearn digits.
 
 Nano/7 (width 128, depth 4, 16 tokens), 2,200 steps, with Adam, cosine schedule, decoupled
 weight decay 0.05 and horizontal flips: the best of the configurations tried within a 10-minute
-budget here (README, "Quickstart"). Random crops and batch 128 were tried and did worse at this budget.
+budget here (README, "Quickstart"). Random crops and batch 128 were tried and did worse at
+this budget.
 """
 from vitlib.configs import base
 
