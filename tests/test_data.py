@@ -105,6 +105,15 @@ def test_other_names_pass_through_to_tfds(tmp_path):
 def test_bad_split_names_the_allowed_ones():
     with pytest.raises(ValueError, match="split: 'validation'.*minival"):
         datasets.load_split("digits", "validation")
+    with pytest.raises(ValueError, match="split: 'train\\+val'.*joined with '\\+'"):
+        datasets.load_split("digits", "train+val")
+
+
+def test_joined_splits_are_the_concatenation_of_their_parts():
+    joined, joined_y = datasets.load_split("digits", "train+minival")
+    parts = [datasets.load_split("digits", s) for s in ("train", "minival")]
+    np.testing.assert_array_equal(joined, np.concatenate([x for x, _ in parts]))
+    np.testing.assert_array_equal(joined_y, np.concatenate([y for _, y in parts]))
 
 
 # ---------------------------------------------------------------- pipeline

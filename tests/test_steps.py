@@ -6,8 +6,8 @@ import pytest
 
 from vitlib.models import ViT, vit_config
 from vitlib.optim import make_optimizer
-from vitlib.steps import (init_state, make_feature_fn, make_train_step, merge_micro_batches,
-                          micro_batches_for, split_micro_batches)
+from vitlib.steps import (init_state, loss_value, make_feature_fn, make_train_step,
+                          merge_micro_batches, micro_batches_for, split_micro_batches)
 
 OPTIM = dict(optimizer="adam", lr=1e-3, total_steps=10, grad_clip_norm=1.0,
              schedule=dict(kind="constant", warmup_steps=0), weight_decay=[(".*", 1e-4)])
@@ -81,3 +81,29 @@ def test_micro_batches_must_divide_the_batch():
         make_train_step(model, tx, "softmax", micro_batches=3)(state, data)
     with pytest.raises(ValueError, match="micro_batches: 0 is not allowed"):
         make_train_step(model, tx, "softmax", micro_batches=0)
+
+
+@pytest.mark.parametrize("kind", ["softmax", "sigmoid"])
+def test_label_smoothing_matches_a_numpy_reference(kind):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6, 5)).astype(np.float32)
+    labels = rng.integers(0, 5, 6)
+    alpha = 0.2
+    targets = np.eye(5)[labels] * (1 - alpha) + alpha / 5
+    if kind == "softmax":
+        log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        expected = -(targets * log_p).sum(-1).mean()
+    else:
+        log_sig = -np.log1p(np.exp(-logits))
+        log_not = -np.log1p(np.exp(logits))
+        expected = -(targets * log_sig + (1 - targets) * log_not).sum(-1).mean()
+    got = loss_value(kind, jnp.asarray(logits), jnp.asarray(labels), alpha)
+    np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+    unsmoothed = loss_value(kind, jnp.asarray(logits), jnp.asarray(labels))
+    assert abs(float(unsmoothed) - expected) > 1e-3  # the smoothing changes the loss
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, "0.1", True])
+def test_label_smoothing_errors_name_the_field(value):
+    with pytest.raises(ValueError, match="label_smoothing"):
+        loss_value("softmax", jnp.zeros((2, 3)), jnp.zeros(2, jnp.int32), value)

@@ -195,10 +195,13 @@ def prepare(name: str, data_dir: Optional[str] = None, source_dir: Optional[str]
 
 @functools.lru_cache(maxsize=16)
 def load_split(name: str, split: str, data_dir: Optional[str] = None):
-    """(images [N,H,W,C] uint8, labels [N] int32) of a split, read via the TFDS data source."""
-    if name in LOCAL_DATASETS and split not in SPLITS:
+    """(images [N,H,W,C] uint8, labels [N] int32) of a split, read via the TFDS data source.
+
+    ``split`` may join splits with '+' (e.g. 'train+minival': all of the original training set,
+    for a final run once hyper-parameters are chosen on minival)."""
+    if name in LOCAL_DATASETS and not all(part in SPLITS for part in split.split("+")):
         raise ValueError(f"split: {split!r} is not a split of {name!r}; choose one of "
-                         f"{list(SPLITS)}")
+                         f"{list(SPLITS)} or several joined with '+'")
     source = prepare(name, data_dir).as_data_source(split=split)
     records = source.__getitems__(list(range(len(source))))
     images = np.stack([r["image"] for r in records])

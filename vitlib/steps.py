@@ -31,16 +31,29 @@ def init_state(model, tx, image_shape, seed: int) -> TrainState:
     return TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params))
 
 
-def loss_value(kind: str, logits: jax.Array, labels: jax.Array) -> jax.Array:
+def loss_value(kind: str, logits: jax.Array, labels: jax.Array,
+               label_smoothing: float = 0.0) -> jax.Array:
     """Mean over the batch: softmax cross-entropy, or sigmoid cross-entropy summed over classes
-    (the paper's loss on multi-label upstream data) against one-hot targets."""
+    (the paper's loss on multi-label upstream data) against one-hot targets, optionally smoothed
+    towards the uniform distribution by ``label_smoothing``."""
+    check_loss(kind, label_smoothing)
     logits = logits.astype(jnp.float32)
-    if kind == "softmax":
+    if kind == "softmax" and not label_smoothing:
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    if kind == "sigmoid":
-        targets = jax.nn.one_hot(labels, logits.shape[-1])
-        return optax.sigmoid_binary_cross_entropy(logits, targets).sum(-1).mean()
-    raise ValueError(f"loss: {kind!r} is not allowed; choose one of {list(LOSSES)}")
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    if kind == "softmax":
+        return optax.softmax_cross_entropy(logits, targets).mean()
+    return optax.sigmoid_binary_cross_entropy(logits, targets).sum(-1).mean()
+
+
+def check_loss(kind: str, label_smoothing: float = 0.0) -> None:
+    """Raises ValueError naming the field when the loss or its smoothing is not allowed."""
+    if kind not in LOSSES:
+        raise ValueError(f"loss: {kind!r} is not allowed; choose one of {list(LOSSES)}")
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
+            or not 0 <= label_smoothing < 1:
+        raise ValueError(f"label_smoothing: {label_smoothing!r} is not allowed; use a number in "
+                         f"[0, 1)")
 
 
 def resize(images: jax.Array, size: int) -> jax.Array:
@@ -103,22 +116,21 @@ def merge_micro_batches(x: jax.Array) -> jax.Array:
 
 
 def make_train_step(model, tx: optax.GradientTransformation, loss: str,
-                    micro_batches: int = 1) -> Callable:
+                    micro_batches: int = 1, label_smoothing: float = 0.0) -> Callable:
     """``step(state, batch) -> (state, metrics)``; metrics: loss, grad_norm, param_norm.
 
     With ``micro_batches = k > 1`` the batch is split into k equal slices whose gradients are
     averaged in a loop before one optimizer update: the same mean-loss gradient (up to float
     summation order), with k times smaller activations, which stay in CPU caches.
     """
-    if loss not in LOSSES:
-        raise ValueError(f"loss: {loss!r} is not allowed; choose one of {list(LOSSES)}")
+    check_loss(loss, label_smoothing)
     _check_micro_batches(micro_batches)
 
     def loss_and_grads(params, batch):
         def compute_loss(params):
             images = resize(batch["image"], model.config.image_size)
             logits, _ = model.apply({"params": params}, images)
-            return loss_value(loss, logits, batch["label"])
+            return loss_value(loss, logits, batch["label"], label_smoothing)
         return jax.value_and_grad(compute_loss)(params)
 
     def step(state: TrainState, batch: dict):

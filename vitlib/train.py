@@ -29,7 +29,7 @@ from vitlib.models import ViT, vit_config
 from vitlib.optim import lr_schedule, make_optimizer
 from vitlib.sharding import (check_batch_size, make_mesh, replicated, shard_batch,
                              state_shardings)
-from vitlib.steps import (TrainState, init_state, make_eval_step, make_feature_fn,
+from vitlib.steps import (TrainState, check_loss, init_state, make_eval_step, make_feature_fn,
                           make_train_step, micro_batches_for, params_sha256)
 
 
@@ -45,6 +45,7 @@ def _check_config(config) -> None:
         if not isinstance(config[key], int) or config[key] < 0:
             raise ValueError(f"{key}: must be an integer >= 0, got {config[key]!r}")
     micro_batches_for(config.batch_size, config.micro_batch_size, jax.device_count())
+    check_loss(config.loss, config.label_smoothing)
 
 
 def build_model(config, image_size: int, num_classes: int) -> ViT:
@@ -123,7 +124,8 @@ def fit(config, workdir, init_params: Optional[Callable] = None, progress: bool 
                                                         shardings.params))
     log = MetricsLog(workdir / "metrics.jsonl", start)
 
-    step_fn = jax.jit(make_train_step(model, tx, config.loss, micro_batches),
+    step_fn = jax.jit(make_train_step(model, tx, config.loss, micro_batches,
+                                      config.label_smoothing),
                       in_shardings=(shardings, None), out_shardings=(shardings, replicated(mesh)),
                       donate_argnums=0)
     eval_step = jax.jit(make_eval_step(model))

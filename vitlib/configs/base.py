@@ -15,6 +15,7 @@ def get_config() -> ml_collections.ConfigDict:
         dtype="float32", param_dtype="float32", scan=False, remat_policy="none"))
     c.image_size = 0  # input resolution; 0 = the dataset's own (others: bilinear resize)
     c.loss = "softmax"  # softmax | sigmoid (cross-entropy)
+    c.label_smoothing = 0.0  # in [0, 1): targets mixed with the uniform distribution
 
     c.batch_size = 256
     c.total_steps = 1000
