@@ -13,6 +13,7 @@ import pytest
 from vitlib.configs import apply_overrides, load_config
 
 SMALL = ["dataset=digits", "model.variant='Pico/7'", "batch_size=32", "eval_batch_size=200",
+         "train_split='train'", "eval_splits=('test', 'minival')",
          "log_every=1", "fewshot.dataset=''", "optim.schedule.warmup_steps=2",
          "augment.crop_padding=0", "augment.flip=False"]
 
