@@ -12,7 +12,7 @@ help:
 	@echo "make test                  pytest + nbval over notebooks (smoke profile)"
 	@echo "make reproduce PROFILE=cpu run every notebook with papermill into results/"
 	@echo "make quickstart            train the quickstart ViT on Fashion-MNIST (runs/quickstart)"
-	@echo "make bench                 vitlib vs PyTorch eager throughput (results/benchmarks/)"
+	@echo "make bench                 vitlib vs PyTorch throughput; sweep overhead (results/benchmarks/)"
 	@echo "make zoo                   print paper Table 2 as computed by vitlib"
 	@echo "make install | data | lock | clean"
 
@@ -41,9 +41,12 @@ data:
 		echo "  VITLIB_FASHION_MNIST_DIR at a folder with the four *-ubyte.gz IDX files."; \
 	fi
 
+# Two pytest workers (one per core here): most tests wait on single-threaded XLA compiles.
+# Whole files stay on one worker (a notebook's cells run in order in one kernel).
+TEST_WORKERS ?= 2
 test: $(STAMP) data
-	VITLIB_PROFILE=smoke $(BIN)/python -m pytest tests notebooks --nbval-lax \
-		--nbval-current-env -q
+	VITLIB_PROFILE=smoke $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests \
+		notebooks --nbval-lax --nbval-current-env -q --durations=15
 
 reproduce: $(STAMP) data
 	$(BIN)/python -m vitlib.reproduce --profile $(PROFILE)
@@ -57,6 +60,7 @@ bench: $(STAMP)
 	@$(BIN)/python -c "import torch" 2>/dev/null || \
 		$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/sweep_overhead.py
 
 zoo: $(STAMP)
 	$(BIN)/python -m vitlib.zoo

@@ -6,9 +6,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from vitlib import reproduce
+from vitlib import findings, reproduce
 from vitlib.artifacts import results_dir, write_json
-from vitlib.findings import ClaimCheckFailed, Findings
+from vitlib.findings import ClaimCheckFailed, Findings, verdict_greater, verdict_within
 from vitlib.profiles import by_profile, resolve_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,14 +43,82 @@ def test_write_json_is_atomic_and_leaves_no_temp_file(tmp_path):
     assert json.loads(path.read_text()) == {"x": 1}  # the old file survives a failed write
 
 
-def test_findings_record_and_fail_by_claim(tmp_path):
+def test_checks_fail_the_notebook_claims_never_do(tmp_path):
     f = Findings("99_demo", "smoke")
     f.check("holds", True, value=1)
+    f.claim("the paper's statement", paper="A > B", measured={"A": 1.0, "B": 2.0},
+            tolerance="A - B > 2 se", noise=0.1, verdict="does not hold")
+    f.raise_if_failed()  # a claim that does not hold is a finding, not a failure
     f.check("does not hold", False, value=2)
     saved = json.loads(f.save(tmp_path).read_text())
-    assert saved["all_passed"] is False and len(saved["checks"]) == 2
+    assert saved["all_checks_passed"] is False and len(saved["checks"]) == 2
+    assert saved["claims"][0]["verdict"] == "does not hold"
+    assert set(saved["source"]) == {"commit", "dirty"}
     with pytest.raises(ClaimCheckFailed, match="does not hold"):
         f.raise_if_failed()
+    with pytest.raises(ValueError, match="verdict: 'maybe'"):
+        f.claim("x", paper="p", measured=1, tolerance=0.1, verdict="maybe")
+    with pytest.raises(ValueError, match="tolerance"):
+        f.claim("x", paper="p", measured=1, tolerance=None, verdict="holds")
+
+
+@pytest.mark.parametrize("difference, tolerance, noise, expected", [
+    (0.2, 1.0, 0.3, "holds"),  # 0.2 + 2 * 0.3 <= 1
+    (0.6, 1.0, 0.3, "inconclusive"),  # inside the tolerance, but not beyond the noise
+    (-1.2, 1.0, 0.3, "inconclusive"),
+    (-1.7, 1.0, 0.3, "does not hold"),  # 1.7 - 0.6 > 1
+    (0.0, 0.0, 0.0, "holds"),
+])
+def test_verdict_within_is_an_equivalence_test(difference, tolerance, noise, expected):
+    assert verdict_within(difference, tolerance, noise, k=2) == expected
+
+
+@pytest.mark.parametrize("difference, noise, margin, expected", [
+    (1.0, 0.3, 0.0, "holds"), (0.5, 0.3, 0.0, "inconclusive"), (-0.7, 0.3, 0.0, "does not hold"),
+    (1.0, 0.3, 0.5, "inconclusive"), (0.0, 0.0, 0.0, "does not hold"),
+])
+def test_verdict_greater(difference, noise, margin, expected):
+    assert verdict_greater(difference, noise, k=2, margin=margin) == expected
+    with pytest.raises(ValueError, match="noise: must be a number >= 0"):
+        verdict_greater(difference, -1.0)
+
+
+def test_findings_md_renders_claims_and_checks_and_detects_staleness(tmp_path, capsys):
+    figures = tmp_path / "results" / "figures"
+    f = Findings("07_demo", "cpu")
+    f.claim("bigger is better", paper="yes | always", measured={"small": 0.81234567, "big": 0.9},
+            tolerance="> 2 se", noise=0.01, verdict="holds")
+    f.claim("cheap", paper="~60%", measured=0.7, tolerance="<= 0.6", verdict="does not hold")
+    f.check("counts add up", True)
+    f.save(figures)
+    out = tmp_path / "FINDINGS.md"
+    args = ["--results", str(tmp_path / "results"), "--output", str(out)]
+    assert findings.main(args + ["--check"]) == 1  # missing
+    assert findings.main(args) == 0
+    text = out.read_text()
+    assert "2 claims of the paper: 1 hold, 1 do not hold, 0 inconclusive" in text
+    assert "| bigger is better | yes \\| always | big: 0.9, small: 0.8123 | 0.01 | > 2 se | " \
+           "**holds** |" in text
+    assert "- PASS: counts add up" in text and "## 07_demo" in text
+    assert findings.main(args + ["--check"]) == 0
+    out.write_text(text.replace("**holds**", "**inconclusive**"))  # a hand edit is caught
+    assert findings.main(args + ["--check"]) == 1
+
+
+def test_committed_findings_md_is_what_the_committed_jsons_generate():
+    assert (ROOT / "FINDINGS.md").is_file(), "run: python -m vitlib.findings"
+    expected = findings.render_results(ROOT / "results")
+    assert (ROOT / "FINDINGS.md").read_text() == expected, \
+        "FINDINGS.md is stale or hand-edited: run 'python -m vitlib.findings'"
+
+
+def test_committed_findings_record_the_commit_that_produced_them():
+    for path in sorted((ROOT / "results" / "figures").glob("*_findings.json")):
+        source = json.loads(path.read_text()).get("source") or {}
+        assert source.get("commit") and source.get("dirty") is False, path.name
+        nb = nbformat.read(ROOT / "results" / "notebooks" / (path.name[:-len("_findings.json")]
+                                                            + ".ipynb"), as_version=4)
+        assert nb.metadata["vitlib"]["source"] == source, path.name
 
 
 def _fake_repo(tmp_path, cells):
@@ -75,14 +143,26 @@ def test_reproduce_names_the_failing_notebook_and_cell(tmp_path, monkeypatch, ca
     assert "RuntimeError: claim broken" in err
 
 
-def test_reproduce_runs_notebooks_with_the_profile_parameter(tmp_path, monkeypatch):
+def test_reproduce_runs_notebooks_with_the_profile_parameter(tmp_path, monkeypatch, capsys):
     _fake_repo(tmp_path, ["profile = 'cpu'",
-                          "open('seen.txt', 'w').write(profile)"])
+                          "open('seen.txt', 'w').write(profile)\n"
+                          "from vitlib.findings import Findings\n"
+                          "f = Findings('01_demo', profile)\n"
+                          "f.claim('s', paper='p', measured=1.0, tolerance=0.1, verdict='holds')\n"
+                          "f.check('c', True)\n"
+                          "f.save('../results/figures')"])
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("VITLIB_RESULTS_DIR", str(tmp_path / "results"))
     assert reproduce.main(["--profile", "smoke"]) == 0
     assert (tmp_path / "notebooks" / "seen.txt").read_text() == "smoke"
-    assert (tmp_path / "results" / "notebooks" / "01_demo.ipynb").is_file()
+    executed = nbformat.read(tmp_path / "results" / "notebooks" / "01_demo.ipynb", as_version=4)
+    assert set(executed.metadata["vitlib"]["source"]) == {"commit", "dirty"}
+    out = capsys.readouterr().out
+    assert "all 1 notebook(s) in" in out
+    assert "1 claims of the paper: 1 hold, 0 do not hold" in out
+    assert (tmp_path / "FINDINGS.md").is_file()  # the repository's own results folder
+    assert reproduce.budget_note("04_memory", 16 * 60, "cpu").endswith("OVER BUDGET")
+    assert "budget 15 min" in reproduce.budget_note("04_memory", 60, "cpu")
     assert reproduce.main(["--only", "07"]) == 2
 
 

@@ -92,3 +92,21 @@ def test_planner_matches_the_measured_peak_of_the_real_step():
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["predicted_step_bytes"] > 500 * 2 ** 20  # large enough to dominate noise
     assert abs(report["relative_error"]) < 0.10, report
+
+
+def test_plans_skip_llvm_optimisation_without_changing_the_memory_numbers():
+    """PLAN_COMPILER_OPTIONS only speeds up compiling: XLA's memory analysis is the same as
+    with the default compiler options."""
+    from vitlib import memory
+
+    step, make_state, shardings, mesh, hyper = memory._train_step(
+        "Pico/8", "adafactor_bv", 1, False, True, 64, 10, "float32", True, "nothing_saveable")
+    abstract = jax.tree_util.tree_map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        jax.eval_shape(make_state), shardings)
+    lowered = step.lower(abstract, memory._batch(4, 64, mesh, concrete=False), hyper)
+    fields = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes",
+              "temp_size_in_bytes")
+    default = lowered.compile().memory_analysis()
+    fast = lowered.compile(memory.PLAN_COMPILER_OPTIONS).memory_analysis()
+    assert [getattr(fast, f) for f in fields] == [getattr(default, f) for f in fields]

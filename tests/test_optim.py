@@ -279,3 +279,31 @@ def test_every_optimizer_descends_through_the_chain(name):
         updates, state = tx.update(jax.grad(loss)(params), state, params)
         params = optax.apply_updates(params, updates)
     assert loss(params) < loss(jax.tree_util.tree_map(jnp.zeros_like, target))
+
+
+@pytest.mark.parametrize("name, schedule", [
+    ("adam", dict(kind="cosine", warmup_steps=2)),
+    ("adafactor_bv", dict(kind="rsqrt", warmup_steps=2, timescale=3, cooldown_steps=2)),
+    ("adam_hp", dict(kind="linear", warmup_steps=1)),
+])
+def test_sweepable_chain_equals_make_optimizer_step_for_step(name, schedule):
+    """lr and weight decay given as update() inputs reproduce the chain with them built in."""
+    from vitlib.optim import make_sweepable_optimizer
+    config = dict(optimizer=name, lr=3e-3, total_steps=STEPS, schedule=schedule,
+                  grad_clip_norm=1.0, weight_decay=[("^matrix", 3.0), (".*", 0.03)],
+                  no_decay=["vector"])
+    reference, sweepable = make_optimizer(config), make_sweepable_optimizer(config)
+    params_ref = params_in = jax.tree_util.tree_map(jnp.asarray, _random_tree(0))
+    state_ref, state_in = reference.init(params_ref), sweepable.tx.init(params_in)
+    lrs = sweepable.lr_table(STEPS)
+    rates = sweepable.weight_decay_rates(params_in)
+    assert rates["matrix"] == np.float32(3.0) and rates["vector"] == 0.0
+    update_in = jax.jit(sweepable.tx.update)
+    for step, grads in enumerate(_grads_sequence()):
+        updates, state_ref = reference.update(grads, state_ref, params_ref)
+        params_ref = optax.apply_updates(params_ref, updates)
+        updates, state_in = update_in(grads, state_in, params_in, lr=lrs[step],
+                                      weight_decay=rates)
+        params_in = optax.apply_updates(params_in, updates)
+        for k in SHAPES:
+            np.testing.assert_allclose(params_in[k], params_ref[k], rtol=1e-6, atol=1e-7)

@@ -6,7 +6,7 @@ import pytest
 
 from vitlib.models import ViT, vit_config
 from vitlib.optim import make_optimizer
-from vitlib.steps import (init_state, loss_value, make_feature_fn, make_train_step,
+from vitlib.steps import (init_state, loss_value, make_eval_step, make_feature_fn, make_train_step,
                           merge_micro_batches, micro_batches_for, split_micro_batches)
 
 OPTIM = dict(optimizer="adam", lr=1e-3, total_steps=10, grad_clip_norm=1.0,
@@ -54,9 +54,25 @@ def test_micro_batched_features_equal_whole_batch_features():
     np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-6)
 
 
+def test_micro_batched_eval_counts_what_a_numpy_argmax_counts():
+    model, _, state, data = _setup(batch=12)
+    # A random head instead of the zero one, so predictions differ between examples.
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, p: jax.random.normal(jax.random.PRNGKey(1), p.shape)
+        if "head" in jax.tree_util.keystr(path) else p, state.params)
+    logits, _ = model.apply({"params": params}, data["image"])
+    mask = np.arange(12) < 10  # the last two are padding
+    expected = int(np.sum((np.argmax(np.asarray(logits), -1) == data["label"]) & mask))
+    batch = {**data, "mask": mask}
+    assert len(set(np.argmax(np.asarray(logits), -1)[:10].tolist())) > 1
+    for k in (1, 3):
+        assert int(jax.jit(make_eval_step(model, micro_batches=k))(params, batch)) == expected
+
+
 def test_micro_batches_for():
     assert micro_batches_for(256, 0, 1, platform="cpu") == 8  # 32 examples each
     assert micro_batches_for(256, 0, 2, platform="cpu") == 4  # 32 per device
+    assert micro_batches_for(1000, 0, 1, platform="cpu", per_device=250) == 4
     assert micro_batches_for(500, 0, 1, platform="cpu") == 10  # largest divisor <= 15
     assert micro_batches_for(48, 0, 1, platform="cpu") == 1
     assert micro_batches_for(256, 0, 1, platform="gpu") == 1

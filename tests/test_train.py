@@ -137,3 +137,35 @@ def test_cli_reports_bad_config_without_traceback(tmp_path):
     out = _train(tmp_path, "batch_size=30", env={
         "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
     assert out.returncode == 1 and "batch_size" in out.stderr
+
+
+def test_fit_equals_a_plain_loop_over_the_optax_chain_with_schedule_built_in(tmp_path):
+    """fit passes lr and weight decay to its compiled step as inputs; the losses and final
+    parameters equal a loop over make_optimizer's chain (lr_t and wd as constants)."""
+    import jax
+    import numpy as np
+
+    from vitlib import datasets
+    from vitlib.data import train_batch
+    from vitlib.experiments import make_config
+    from vitlib.optim import make_optimizer
+    from vitlib.steps import init_state, make_train_step, params_sha256
+    from vitlib.train import build_model, fit, optimizer_config
+
+    config = make_config("quickstart", {
+        "dataset": "digits", "model.variant": "Pico/7", "batch_size": 32, "total_steps": 8,
+        "log_every": 1, "train_split": "train", "eval_splits": ("minival",),
+        "fewshot.dataset": "", "optim.weight_decay": [("^head/", 1.0), (".*", 0.1)],
+        "optim.schedule": {"kind": "cosine", "warmup_steps": 3}, "micro_batch_size": 32})
+    result = fit(config, tmp_path, progress=False)
+    logged = _losses(tmp_path)
+
+    x, y = datasets.load_split("digits", "train")
+    model = build_model(config, 28, 10)
+    tx = make_optimizer(optimizer_config(config))
+    state = init_state(model, tx, (28, 28, 1), config.seed)
+    step = jax.jit(make_train_step(model, tx, "softmax"))
+    for s in range(8):
+        state, metrics = step(state, train_batch(x, y, s, 32, config.seed))
+        np.testing.assert_allclose(logged[s + 1], float(metrics["loss"]), rtol=1e-6)
+    assert result["params_sha256"] == params_sha256(state.params)

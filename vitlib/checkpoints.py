@@ -9,7 +9,8 @@ import orbax.checkpoint as ocp
 
 
 class Checkpointer:
-    def __init__(self, directory: Path, max_to_keep: int = 2):
+    def __init__(self, directory: Path, max_to_keep: Optional[int] = 2):
+        """``max_to_keep=None`` keeps every checkpoint (a run's branch points)."""
         self._manager = ocp.CheckpointManager(
             Path(directory).absolute(),
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
@@ -17,6 +18,9 @@ class Checkpointer:
 
     def latest_step(self) -> Optional[int]:
         return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
 
     def save(self, step: int, state) -> None:
         self._manager.save(step, args=ocp.args.StandardSave(state), force=True)

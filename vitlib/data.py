@@ -8,6 +8,7 @@ from ``(seed, epoch)``, and its augmentation is drawn from ``(seed, step)``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import queue
 import threading
 from typing import Callable, Iterator, Optional
@@ -31,8 +32,11 @@ def preprocess(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32) * (2.0 / 255.0) - 1.0
 
 
+@functools.lru_cache(maxsize=4)  # one epoch spans many steps: draw its permutation once
 def _epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
-    return np.random.default_rng([seed, epoch, 0]).permutation(n)
+    permutation = np.random.default_rng([seed, epoch, 0]).permutation(n)
+    permutation.setflags(write=False)
+    return permutation
 
 
 def batch_indices(step: int, batch_size: int, n: int, seed: int) -> np.ndarray:

@@ -1,24 +1,36 @@
 """Sweeps of training runs with a result cache: what the notebooks call.
 
-Each run lives in ``ROOT/<name>-<hash of its config>``; a finished run (result.json whose config
-equals the requested one) is read back instead of retrained, and an interrupted one resumes
-from its last checkpoint, so a long sweep never loses finished work.
+Each run lives in ``ROOT/<name>-<hash of its config and the numerics version>``; a finished run
+(result.json whose config and numerics version equal the requested ones) is read back instead of
+retrained, and an interrupted one resumes from its last checkpoint, so a long sweep never loses
+finished work. ``branch`` makes cooldown branches: many training lengths from one run.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
+from typing import Optional
 
 import ml_collections
 from tqdm import tqdm
 
+from vitlib.artifacts import write_json
 from vitlib.configs import load_config, set_fields
-from vitlib.train import fit
+from vitlib.schedules import LENGTH_FREE_KINDS
+from vitlib.train import NUMERICS_VERSION, fit
 
 
-def config_hash(config: ml_collections.ConfigDict) -> str:
-    text = json.dumps(config.to_dict(), sort_keys=True, default=str)
+def _plain(config) -> dict:
+    """The config as plain JSON data (tuples become lists), as result.json stores it."""
+    return json.loads(json.dumps(config.to_dict(), default=str))
+
+
+def config_hash(config: ml_collections.ConfigDict, **extra) -> str:
+    """Key of a run: its config, ``extra`` (a branch's parent and step) and the numerics
+    version, so a change in what the code computes retrains instead of reading old results."""
+    text = json.dumps({"config": _plain(config), "numerics_version": NUMERICS_VERSION, **extra},
+                      sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -26,15 +38,85 @@ def make_config(base: str, overrides: dict) -> ml_collections.ConfigDict:
     return set_fields(load_config(base), overrides)
 
 
+def _read_cached(workdir: Path, config, record: dict) -> Optional[dict]:
+    result_file = workdir / "result.json"
+    if not result_file.is_file():
+        return None
+    result = json.loads(result_file.read_text())
+    same = (result["config"] == _plain(config)
+            and result.get("numerics_version") == NUMERICS_VERSION
+            and all(result.get(k) == v for k, v in record.items()))
+    return {**result, "workdir": str(workdir), "cached": True} if same else None
+
+
 def run_cached(config: ml_collections.ConfigDict, root, name: str = "run") -> dict:
     """``fit``'s result for ``config``, trained only if no finished run of it is cached."""
     workdir = Path(root) / f"{name}-{config_hash(config)}"
-    result_file = workdir / "result.json"
-    if result_file.is_file():
-        result = json.loads(result_file.read_text())
-        if result["config"] == json.loads(json.dumps(config.to_dict(), default=str)):
-            return {**result, "workdir": str(workdir), "cached": True}
+    cached = _read_cached(workdir, config, {})
+    if cached is not None:
+        return cached
     return {**fit(config, workdir, progress=False), "workdir": str(workdir), "cached": False}
+
+
+def branch_config(parent_config: ml_collections.ConfigDict, at_step: int,
+                  cooldown_steps: int) -> ml_collections.ConfigDict:
+    """The config of a run that follows ``parent_config`` to ``at_step`` and then cools the
+    learning rate down linearly to zero over ``cooldown_steps``: the parent's config with
+    ``total_steps = at_step + cooldown_steps`` and that cooldown (``cooldown_branch``).
+
+    Trained from scratch, this config gives the same parameters as the branch.
+    """
+    schedule = parent_config.optim.schedule
+    for field, value in (("at_step", at_step), ("cooldown_steps", cooldown_steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{field}: must be a positive integer, got {value!r}")
+    if schedule.kind not in LENGTH_FREE_KINDS:
+        raise ValueError(f"parent optim.schedule.kind: {schedule.kind!r} depends on the run "
+                         f"length, so a branch would not follow its parent; allowed: "
+                         f"{list(LENGTH_FREE_KINDS)}")
+    cooldown, warmup = schedule.get("cooldown_steps", 0), schedule.get("warmup_steps", 0)
+    main_phase_end = parent_config.total_steps - cooldown
+    if at_step > main_phase_end:
+        raise ValueError(f"at_step: {at_step} is past the parent's main phase (it trains "
+                         f"{parent_config.total_steps} steps with a cooldown of {cooldown}); "
+                         f"allowed: at most {main_phase_end}")
+    if at_step < warmup:
+        raise ValueError(f"at_step: {at_step} is inside the parent's warmup ({warmup} steps); "
+                         f"allowed: at least that")
+    if at_step not in tuple(parent_config.checkpoint_steps):
+        raise ValueError(f"at_step: the parent keeps no checkpoint at step {at_step}; its "
+                         f"checkpoint_steps are {tuple(parent_config.checkpoint_steps)}; add the "
+                         f"step there (the parent then trains again, with it)")
+    config = ml_collections.ConfigDict(parent_config.to_dict())
+    config.total_steps = at_step + cooldown_steps
+    config.optim.schedule.cooldown_steps = cooldown_steps
+    config.checkpoint_steps = ()
+    config.lock()
+    return config
+
+
+def branch(parent: dict, at_step: int, cooldown_steps: int, root=None,
+           name: str = "branch") -> dict:
+    """A cooldown branch of the finished run ``parent`` (a result of ``run_cached``/``sweep``):
+    continues from the parent's checkpoint at ``at_step`` in its own workdir and trains only
+    the ``cooldown_steps`` of the cooldown; cached like any run (in ``root``, default the
+    parent's folder). The result records the parent, the branch step, the images seen in all
+    (``images_seen``) and those trained by the branch itself (``images_trained_here``)."""
+    parent_config = ml_collections.ConfigDict(parent["config"])
+    config = branch_config(parent_config, at_step, cooldown_steps)
+    parent_workdir = Path(parent["workdir"])
+    record = {"parent_workdir": str(parent_workdir), "branch_step": at_step,
+              "cooldown_steps": cooldown_steps,
+              "images_trained_here": cooldown_steps * config.batch_size}
+    workdir = Path(root or parent_workdir.parent) / (
+        f"{name}-{config_hash(config, parent=parent_workdir.name, at_step=at_step)}")
+    cached = _read_cached(workdir, config, record)
+    if cached is not None:
+        return cached
+    result = {**fit(config, workdir, progress=False,
+                    start_from=(parent_workdir / "branch_points", at_step)), **record}
+    write_json(workdir / "result.json", result)
+    return {**result, "workdir": str(workdir), "cached": False}
 
 
 def metrics(workdir) -> list[dict]:

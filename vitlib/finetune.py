@@ -20,9 +20,8 @@ import ml_collections
 
 from vitlib import datasets
 from vitlib.checkpoints import Checkpointer
-from vitlib.optim import make_optimizer
 from vitlib.steps import init_state
-from vitlib.train import build_model, fit, optimizer_config
+from vitlib.train import build_model, fit, make_tx
 
 
 def resample_posemb(posemb: jax.Array, new_tokens: int) -> jax.Array:
@@ -46,7 +45,7 @@ def load_run(workdir) -> tuple[ml_collections.ConfigDict, dict]:
     images, _ = datasets.load_split(config.dataset, config.train_split, data_dir)
     size = config.image_size or images.shape[1]
     model = build_model(config, size, datasets.num_classes(config.dataset, data_dir))
-    tx = make_optimizer(optimizer_config(config))
+    tx = make_tx(config).tx
     abstract = jax.eval_shape(lambda: init_state(model, tx, (size, size, images.shape[3]), 0))
     checkpointer = Checkpointer(workdir / "checkpoints")
     state = checkpointer.restore(checkpointer.latest_step(), abstract)

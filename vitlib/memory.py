@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vitlib.models import ViT, vit_config
-from vitlib.optim import make_optimizer
+from vitlib.optim import make_optimizer, make_sweepable_optimizer
 from vitlib.sharding import batch_sharding, make_mesh, replicated, state_shardings
 from vitlib.steps import init_state, make_train_step
 
@@ -70,9 +70,15 @@ def optimizer_memory(variant: str, optimizer: str, image_size: int = 224, num_cl
     }
 
 
+# A plan is compiled but never run: skipping LLVM's code optimisation halves the compile time,
+# while XLA's HLO passes and buffer assignment, which decide memory, stay the same (tested).
+PLAN_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
 def _train_step(variant, optimizer, devices, fsdp, remat, image_size, num_classes, dtype,
                 scan, remat_policy):
-    """fit's step for a variant: (jitted step, state factory, state shardings, mesh)."""
+    """fit's step for a variant: (jitted step, state factory, state shardings, mesh, hyper),
+    ``hyper`` being the step's lr and weight-decay inputs (as ``fit`` passes them)."""
     if optimizer not in OPTIMIZER_NAMES:
         raise ValueError(f"optimizer: {optimizer!r} is not allowed; choose one of "
                          f"{list(OPTIMIZER_NAMES)}")
@@ -83,14 +89,18 @@ def _train_step(variant, optimizer, devices, fsdp, remat, image_size, num_classe
     cfg = vit_config(variant, image_size=image_size, num_classes=num_classes, dtype=dtype,
                      scan=scan, remat_policy=remat_policy if remat else "none")
     model = ViT(cfg)
-    tx = make_optimizer(dict(optimizer=optimizer, lr=1e-3, total_steps=10, grad_clip_norm=1.0,
-                             weight_decay=[(r"^head/", 3.0), (r".*", 0.03)]))
+    optimizer = make_sweepable_optimizer(dict(
+        optimizer=optimizer, lr=1e-3, total_steps=10, grad_clip_norm=1.0,
+        weight_decay=[(r"^head/", 3.0), (r".*", 0.03)]))
+    tx = optimizer.tx
     mesh = make_mesh(jax.devices()[:devices])
     make_state = lambda: init_state(model, tx, (image_size, image_size, 3), 0)  # noqa: E731
     shardings = state_shardings(jax.eval_shape(make_state), mesh, fsdp=fsdp)
-    step = jax.jit(make_train_step(model, tx, "sigmoid"), in_shardings=(shardings, None),
+    step = jax.jit(make_train_step(model, tx, "sigmoid"), in_shardings=(shardings, None, None),
                    out_shardings=(shardings, replicated(mesh)), donate_argnums=0)
-    return step, make_state, shardings, mesh
+    hyper = {"lr": np.float32(1e-3), "weight_decay": optimizer.weight_decay_rates(
+        jax.eval_shape(make_state).params)}
+    return step, make_state, shardings, mesh, hyper
 
 
 def _batch(batch: int, image_size: int, mesh, concrete: bool):
@@ -112,14 +122,14 @@ def compiled_plan(variant: str, optimizer: str, batch_per_device: int, devices: 
     arguments + outputs - aliased (donated state) + temporaries. Needs ``jax.devices()`` to
     hold at least ``devices`` devices (``plan_in_subprocess`` arranges that).
     """
-    step, make_state, shardings, mesh = _train_step(
+    step, make_state, shardings, mesh, hyper = _train_step(
         variant, optimizer, devices, fsdp, remat, image_size, num_classes, dtype, scan,
         remat_policy)
     abstract = jax.tree_util.tree_map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
         jax.eval_shape(make_state), shardings)
     batch = _batch(devices * batch_per_device, image_size, mesh, concrete=False)
-    stats = step.lower(abstract, batch).compile().memory_analysis()
+    stats = step.lower(abstract, batch, hyper).compile(PLAN_COMPILER_OPTIONS).memory_analysis()
     args, outs = stats.argument_size_in_bytes, stats.output_size_in_bytes
     alias, temp = stats.alias_size_in_bytes, stats.temp_size_in_bytes
     return {"variant": variant, "optimizer": optimizer, "batch_per_device": batch_per_device,
@@ -141,7 +151,8 @@ def encoder_activation_bytes(variant: str, tokens: int, batch: int, remat: bool 
     x = jax.ShapeDtypeStruct((batch, tokens, cfg.width), jnp.float32)
     params = jax.eval_shape(lambda x: encoder.init(jax.random.PRNGKey(0), x), x)
     loss = lambda p, x: jnp.sum(encoder.apply(p, x).astype(jnp.float32))  # noqa: E731
-    compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, x).compile()
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, x).compile(
+        PLAN_COMPILER_OPTIONS)
     return int(compiled.memory_analysis().temp_size_in_bytes)
 
 
@@ -162,17 +173,17 @@ def measured_step_growth(variant: str, optimizer: str, batch_size: int,
     temporaries + outputs - aliased buffers.
     """
     plan = compiled_plan(variant, optimizer, batch_size, 1, remat=remat, image_size=image_size)
-    step, make_state, shardings, mesh = _train_step(
+    step, make_state, shardings, mesh, hyper = _train_step(
         variant, optimizer, 1, False, remat, image_size, 1000, "float32", True,
         "nothing_saveable")
     state = jax.jit(make_state, out_shardings=shardings)()
     batch = _batch(batch_size, image_size, mesh, concrete=True)
-    compiled = step.lower(state, batch).compile()
+    compiled = step.lower(state, batch, hyper).compile()
     jax.block_until_ready((state, batch))
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak-RSS mark to the current RSS
     base = _rss("VmRSS")
-    state, metrics = compiled(state, batch)
+    state, metrics = compiled(state, batch, hyper)
     jax.block_until_ready((state, metrics))
     predicted = plan["temp_bytes"] + plan["output_bytes"] - plan["alias_bytes"]
     measured = _rss("VmHWM") - base

@@ -2,8 +2,12 @@
 
     python -m vitlib.reproduce [--profile cpu] [--only 01 04]
 
-Executed copies go to ``<results>/notebooks/``; figures and tables are written by the notebooks
-themselves. The first failing notebook stops the run, named with its failing cell.
+Executed copies go to ``<results>/notebooks/``, stamped with the commit that ran them; figures
+and tables are written by the notebooks themselves. Each notebook's time is printed beside its
+budget (DESIGN.md section 4, cpu profile). The first failing notebook stops the run, named with
+its failing cell. At the end the findings are rendered (FINDINGS.md at the repository root for
+the cpu profile, ``<results>/FINDINGS.md`` for others) and summarised. Training runs are cached
+under ``runs/<profile>/``, so an interrupted run picks up where it stopped.
 """
 from __future__ import annotations
 
@@ -13,8 +17,14 @@ import sys
 import time
 from pathlib import Path
 
-from vitlib.artifacts import repo_root, results_dir
+from vitlib.artifacts import repo_root, results_dir, write_bytes_atomic
+from vitlib.findings import summary_line, write_findings_md
 from vitlib.profiles import PROFILES
+from vitlib.provenance import source_state
+
+# Minutes each notebook may take on a 2-core CPU from an empty run cache (DESIGN.md section 4).
+CPU_BUDGET_MINUTES = {"01": 1, "02": 20, "03": 15, "04": 15, "05": 30, "06": 20}
+CPU_TOTAL_BUDGET_MINUTES = 90
 
 
 def numbered_notebooks(folder: Path) -> list[Path]:
@@ -26,9 +36,32 @@ def run_notebook(notebook: Path, output: Path, profile: str) -> None:
 
     output.parent.mkdir(parents=True, exist_ok=True)
     os.environ["VITLIB_PROFILE"] = profile  # the kernel inherits it; cells see one profile
+    source = source_state()
     papermill.execute_notebook(str(notebook), str(output), parameters={"profile": profile},
                                kernel_name="python3", cwd=str(notebook.parent),
                                progress_bar=True)
+    stamp_source(output, source)
+
+
+def stamp_source(executed: Path, source: dict) -> None:
+    """Record in the executed notebook's metadata which code produced it."""
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    nb.metadata["vitlib"] = {"source": source}
+    write_bytes_atomic(executed, nbformat.writes(nb).encode())
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {seconds % 60:04.1f} s"
+
+
+def budget_note(name: str, seconds: float, profile: str) -> str:
+    budget = CPU_BUDGET_MINUTES.get(name[:2]) if profile == "cpu" else None
+    if budget is None:
+        return f"{_minutes(seconds)}"
+    over = "  OVER BUDGET" if seconds > 60 * budget else ""
+    return f"{_minutes(seconds)} (budget {budget} min){over}"
 
 
 def failing_cell(err: Exception, notebook: Path) -> str:
@@ -63,11 +96,17 @@ def main(argv=None) -> int:
             return 2
         notebooks = [p for p in notebooks if p.name[:2] in args.only]
     out_dir = results_dir(args.profile) / "notebooks"
+    total_start = time.time()
     for i, notebook in enumerate(notebooks, 1):
         print(f"[{i}/{len(notebooks)}] {notebook.name} (profile {args.profile})", flush=True)
         start = time.time()
         try:
             run_notebook(notebook, out_dir / notebook.name, args.profile)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted in notebooks/{notebook.name}; run the same command again: "
+                  f"finished training runs are read back from runs/{args.profile}/",
+                  file=sys.stderr)
+            return 130
         except Exception as err:  # papermill raises its own error type for a failing cell
             what = f"{getattr(err, 'ename', type(err).__name__)}: " \
                    f"{getattr(err, 'evalue', err)}"
@@ -76,7 +115,17 @@ def main(argv=None) -> int:
                   f"executed copy with the traceback: {out_dir / notebook.name}",
                   file=sys.stderr)
             return 1
-        print(f"    done in {time.time() - start:.0f}s -> {out_dir / notebook.name}", flush=True)
+        print(f"    done in {budget_note(notebook.name, time.time() - start, args.profile)}"
+              f" -> {out_dir / notebook.name}", flush=True)
+    total = time.time() - total_start
+    budget = f" (budget {CPU_TOTAL_BUDGET_MINUTES} min for all)" if args.profile == "cpu" else ""
+    print(f"all {len(notebooks)} notebook(s) in {_minutes(total)}{budget}")
+    results = results_dir(args.profile)
+    committed = results.resolve() == (repo_root() / "results").resolve()
+    target = repo_root() / "FINDINGS.md" if committed else results / "FINDINGS.md"
+    if (results / "figures").is_dir():
+        counts = write_findings_md(results, target)
+        print(f"findings ({target}): {summary_line(counts)}")
     return 0
 
 

@@ -15,6 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from vitlib import compile_cache
+
+compile_cache.enable()  # before anything compiles: see vitlib.compile_cache
+
 LOSSES = ("softmax", "sigmoid")
 
 
@@ -70,16 +74,20 @@ def _check_micro_batches(micro_batches) -> None:
 
 
 CPU_MICRO_BATCH = 32  # examples per device; measured best on 2 cores (benchmarks/NOTES.md)
+# Forward-only passes (evaluation, features) keep no activations for a backward pass, so larger
+# slices fit the caches: ~250 examples measured fastest for Pico/7 on 2 cores (2x one slice).
+CPU_EVAL_MICRO_BATCH = 250
 
 
 def micro_batches_for(batch_size: int, micro_batch_size: int, devices: int,
-                      platform: str | None = None) -> int:
+                      platform: str | None = None, per_device: int = CPU_MICRO_BATCH) -> int:
     """How many micro-batches a step of ``batch_size`` examples runs in.
 
     ``micro_batch_size > 0`` asks for exactly that size (it must divide the batch, and the
     devices must divide it). ``0`` is automatic: on CPU the largest split whose micro-batches
     still hold ``CPU_MICRO_BATCH`` examples per device; on accelerators the whole batch, where
-    one large step is fastest.
+    one large step is fastest. ``per_device`` replaces ``CPU_MICRO_BATCH`` (e.g.
+    ``CPU_EVAL_MICRO_BATCH`` for forward-only passes).
     """
     if isinstance(micro_batch_size, bool) or not isinstance(micro_batch_size, int) \
             or micro_batch_size < 0:
@@ -94,7 +102,7 @@ def micro_batches_for(batch_size: int, micro_batch_size: int, devices: int,
         return batch_size // micro_batch_size
     if (platform or jax.default_backend()) != "cpu":
         return 1
-    for k in range(batch_size // (CPU_MICRO_BATCH * devices), 1, -1):
+    for k in range(batch_size // (per_device * devices), 1, -1):
         if batch_size % k == 0 and (batch_size // k) % devices == 0:
             return k
     return 1
@@ -117,7 +125,9 @@ def merge_micro_batches(x: jax.Array) -> jax.Array:
 
 def make_train_step(model, tx: optax.GradientTransformation, loss: str,
                     micro_batches: int = 1, label_smoothing: float = 0.0) -> Callable:
-    """``step(state, batch) -> (state, metrics)``; metrics: loss, grad_norm, param_norm.
+    """``step(state, batch, hyperparams=None) -> (state, metrics)``; metrics: loss, grad_norm,
+    param_norm. ``hyperparams`` go to ``tx.update`` as keyword arguments (the ``lr`` and
+    ``weight_decay`` inputs of ``vitlib.optim.make_sweepable_optimizer``).
 
     With ``micro_batches = k > 1`` the batch is split into k equal slices whose gradients are
     averaged in a loop before one optimizer update: the same mean-loss gradient (up to float
@@ -133,7 +143,7 @@ def make_train_step(model, tx: optax.GradientTransformation, loss: str,
             return loss_value(loss, logits, batch["label"], label_smoothing)
         return jax.value_and_grad(compute_loss)(params)
 
-    def step(state: TrainState, batch: dict):
+    def step(state: TrainState, batch: dict, hyperparams: dict | None = None):
         if micro_batches == 1:
             value, grads = loss_and_grads(state.params, batch)
         else:
@@ -146,7 +156,8 @@ def make_train_step(model, tx: optax.GradientTransformation, loss: str,
             zeros = jax.tree.map(jnp.zeros_like, (jnp.zeros([], jnp.float32), state.params))
             total, _ = jax.lax.scan(accumulate, zeros, slices, unroll=2)
             value, grads = jax.tree.map(lambda x: x / micro_batches, total)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params,
+                                       **(hyperparams or {}))
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": value, "grad_norm": optax.tree.norm(grads),
                    "param_norm": optax.tree.norm(params)}
@@ -155,13 +166,21 @@ def make_train_step(model, tx: optax.GradientTransformation, loss: str,
     return step
 
 
-def make_eval_step(model) -> Callable:
-    """``eval(params, batch) -> number of correct predictions among unmasked examples``."""
+def make_eval_step(model, micro_batches: int = 1) -> Callable:
+    """``eval(params, batch) -> number of correct predictions among unmasked examples``, the
+    forward pass run in ``micro_batches`` equal slices one after another (see
+    ``make_train_step``): the same predictions, faster on CPU."""
+    _check_micro_batches(micro_batches)
+
+    def correct(params, images, labels, mask):
+        logits, _ = model.apply({"params": params}, resize(images, model.config.image_size))
+        return jnp.sum((jnp.argmax(logits, -1) == labels) * mask)
+
     def evaluate(params, batch):
-        logits, _ = model.apply({"params": params}, resize(batch["image"],
-                                                           model.config.image_size))
-        correct = jnp.argmax(logits, -1) == batch["label"]
-        return jnp.sum(correct * batch["mask"])
+        if micro_batches == 1:
+            return correct(params, batch["image"], batch["label"], batch["mask"])
+        slices = [split_micro_batches(batch[k], micro_batches) for k in ("image", "label", "mask")]
+        return jnp.sum(jax.lax.map(lambda s: correct(params, *s), tuple(slices)))
     return evaluate
 
 

@@ -31,8 +31,13 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.log_every = 50  # steps between loss/throughput records
     c.eval_every = 0  # steps between evaluations; 0 = only at the end
+    # Intermediate evaluations on a fixed random subset of this many examples per split (the
+    # final evaluation always uses whole splits); 0 = whole splits every time.
+    c.eval_subset = 0
     c.checkpoint_every = 0  # steps between checkpoints; 0 = only at the end
-    c.eval_batch_size = 500
+    # Steps whose state is kept for good (``branch_points/``): cooldown branches start there.
+    c.checkpoint_steps = ()
+    c.eval_batch_size = 1000
 
     # Few-shot linear probe on frozen pre-logits, run with every evaluation ("" = off).
     c.fewshot = ml_collections.ConfigDict(dict(

@@ -1,0 +1,135 @@
+"""How much of a sweep's wall time goes to training: a small reference sweep through
+``vitlib.experiments`` against the pure time of its compiled train step. ``make bench`` runs it.
+
+Reference sweep (notebook 04's design, shorter): Pico/7 on Fashion-MNIST, batch 256, STEPS steps
+per run, evaluation every 50 steps on test + minival, checkpoint at the end; the runs differ in
+learning rate, weight decay and seed (what sweeps vary). Two modes run side by side, each from an
+empty run cache:
+
+- ``sweep``: as vitlib runs sweeps now: one compilation per process for the whole sweep (lr and
+  weight decay are step inputs), JAX's persistent compilation cache (a fresh, empty folder here,
+  so the first run still compiles), intermediate evaluations on a fixed 1,000-example subset.
+- ``per_run_compile_full_evals``: the same runs with every program compiled anew per run (no
+  in-process or disk cache) and every evaluation on the whole splits: the costs the sweep avoids.
+
+Pure step time: the same compiled step on a batch already on the device, timed in a tight loop
+(median of rounds) after the sweep. Overhead of a run = 1 - steps x pure step time / run wall
+time. Results: results/benchmarks/cpu_sweep.json.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# An empty persistent cache, so the first run's compilation is counted honestly.
+os.environ["VITLIB_COMPILATION_CACHE"] = tempfile.mkdtemp(prefix="vitlib-bench-jax-")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vitlib import datasets, experiments, train  # noqa: E402
+from vitlib.artifacts import write_json  # noqa: E402
+from vitlib.data import train_batch  # noqa: E402
+from vitlib.sharding import replicated, shard_batch  # noqa: E402
+
+BASE = {"dataset": "fashion_mnist", "model.variant": "Pico/7", "batch_size": 256,
+        "eval_every": 50, "log_every": 50, "augment.flip": False, "fewshot.dataset": "",
+        "train_split": "train", "eval_splits": ("test", "minival"),
+        "optim.schedule": {"kind": "cosine", "warmup_steps": 20}}
+VARIED = [{"optim.lr": 1e-3, "optim.weight_decay": [(".*", 0.05)], "seed": 0},
+          {"optim.lr": 2e-3, "optim.weight_decay": [(".*", 0.05)], "seed": 0},
+          {"optim.lr": 4e-3, "optim.weight_decay": [(".*", 0.1)], "seed": 1},
+          {"optim.lr": 2e-3, "optim.weight_decay": [(".*", 0.1)], "seed": 2}]
+
+
+def run_sweep(mode: str, steps: int, root: Path) -> list[dict]:
+    per_run_compile = mode == "per_run_compile_full_evals"
+    jax.config.update("jax_enable_compilation_cache", not per_run_compile)
+    runs = []
+    for i, varied in enumerate(VARIED):
+        config = experiments.make_config("quickstart", {
+            **BASE, **varied, "total_steps": steps, "checkpoint_every": steps,
+            "eval_subset": 0 if per_run_compile else 1000})
+        if per_run_compile:
+            train._PROGRAMS.clear()
+            jax.clear_caches()
+        start = time.perf_counter()
+        result = experiments.run_cached(config, root, f"{mode}-{i}")
+        wall = time.perf_counter() - start
+        runs.append({"wall_s": wall, "train_time_s": result["train_time_s"],
+                     "setup_time_s": result["setup_time_s"],
+                     "eval_time_s": result["eval_time_s"],
+                     "checkpoint_time_s": result["checkpoint_time_s"],
+                     "minival_accuracy": result["minival_accuracy"], "config": config})
+        print(f"{mode} run {i}: {wall:.1f} s wall, setup {result['setup_time_s']:.1f} s, "
+              f"train loop {result['train_time_s']:.1f} s, evals {result['eval_time_s']:.1f} s, "
+              f"checkpoints {result['checkpoint_time_s']:.1f} s", flush=True)
+    return runs
+
+
+def pure_step_seconds(config, rounds: int = 5, steps: int = 30) -> float:
+    """Median seconds per step of the compiled train step with its inputs already placed."""
+    x, y = datasets.load_split(config.dataset, config.train_split)
+    model = train.build_model(config, x.shape[1], datasets.num_classes(config.dataset))
+    optimizer = train.make_tx(config)
+    programs = train.programs_for(config, model, optimizer.tx, (x.shape[1], x.shape[2], 1))
+    state = programs.init(config.seed)
+    batch = shard_batch(train_batch(x, y, 0, config.batch_size, config.seed), programs.mesh)
+    hyper = {"lr": np.float32(1e-3), "weight_decay": jax.device_put(
+        optimizer.weight_decay_rates(state.params), replicated(programs.mesh))}
+    state, metrics = programs.step(state, batch, hyper)
+    jax.block_until_ready(metrics)
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(steps):
+            state, metrics = programs.step(state, batch, hyper)
+        jax.block_until_ready(metrics)
+        samples.append((time.perf_counter() - start) / steps)
+    return statistics.median(samples)
+
+
+def summarize(runs: list[dict], steps: int, step_s: float) -> dict:
+    overheads = [1 - steps * step_s / r["wall_s"] for r in runs]
+    total_wall = sum(r["wall_s"] for r in runs)
+    return {"runs": [{k: v for k, v in r.items() if k != "config"} for r in runs],
+            "overhead_per_run_pct": [100 * o for o in overheads],
+            "median_overhead_pct": 100 * statistics.median(overheads),
+            "first_run_overhead_pct": 100 * overheads[0],
+            "sweep_wall_s": total_wall,
+            "sweep_overhead_pct": 100 * (1 - len(runs) * steps * step_s / total_wall)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=400,
+                        help="training steps per run (notebook 04 runs 400)")
+    parser.add_argument("--out", default="results/benchmarks/cpu_sweep.json")
+    args = parser.parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="vitlib-bench-sweep-"))
+    results = {}
+    for mode in ("sweep", "per_run_compile_full_evals"):
+        results[mode] = run_sweep(mode, args.steps, root)
+    jax.config.update("jax_enable_compilation_cache", True)
+    step_s = pure_step_seconds(results["sweep"][0]["config"])
+    report = {"steps_per_run": args.steps, "batch_size": BASE["batch_size"],
+              "pure_step_s": step_s, "pure_images_per_s": BASE["batch_size"] / step_s,
+              "devices": jax.device_count(), "cpu_count": os.cpu_count(),
+              "modes": {m: summarize(r, args.steps, step_s) for m, r in results.items()}}
+    for mode, s in report["modes"].items():
+        print(f"{mode}: median overhead per run {s['median_overhead_pct']:.1f}% (first run "
+              f"{s['first_run_overhead_pct']:.1f}%), whole sweep {s['sweep_wall_s']:.0f} s, "
+              f"{s['sweep_overhead_pct']:.1f}% outside the train step", flush=True)
+    print(f"pure train step: {1000 * step_s:.1f} ms = {report['pure_images_per_s']:.0f} img/s")
+    write_json(Path(args.out), report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
