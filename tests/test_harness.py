@@ -188,3 +188,36 @@ def test_environment_yml_has_the_same_pins_as_the_lock_file():
     for needed in ("jax", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets",
                    "importlib-resources", "papermill", "nbval", "pytest", "matplotlib"):
         assert needed in {k.replace("_", "-") for k in lock}, needed
+
+
+def test_source_state_ignores_outputs_but_sees_code_changes(tmp_path):
+    import subprocess
+
+    from vitlib.provenance import source_state
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    state = source_state(tmp_path)
+    assert len(state["commit"]) == 40 and state["dirty"] is False
+    (tmp_path / "results" / "figures").mkdir(parents=True)
+    (tmp_path / "results" / "figures" / "a.json").write_text("{}")
+    (tmp_path / "FINDINGS.md").write_text("# Findings\n")
+    assert source_state(tmp_path)["dirty"] is False  # outputs are not code changes
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert source_state(tmp_path)["dirty"] is True
+    assert source_state(tmp_path / "no-such-dir") == {"commit": None, "dirty": None}
+
+
+def test_compilation_cache_folder_from_the_environment(monkeypatch, tmp_path):
+    from vitlib import compile_cache
+
+    monkeypatch.setenv(compile_cache.ENV, "off")
+    assert compile_cache.cache_dir() is None
+    monkeypatch.setenv(compile_cache.ENV, str(tmp_path / "c"))
+    assert compile_cache.cache_dir() == tmp_path / "c"
+    monkeypatch.delenv(compile_cache.ENV)
+    assert compile_cache.cache_dir() == compile_cache.DEFAULT_DIR

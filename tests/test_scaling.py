@@ -1,0 +1,154 @@
+"""Scaling-law fits against references written here: known laws with noise, a brute-force
+frontier, invariance to the compute unit, nested forms, bootstrap coverage, the FLOP formula."""
+import numpy as np
+import pytest
+
+from vitlib import scaling
+
+TRUE = {"a": 0.6, "b": 0.35, "c": 0.1, "d": 0.5}
+
+
+def _law(compute, a, b, c=0.0, d=0.0):
+    return a * (np.asarray(compute) + d) ** -b + c
+
+
+def _noisy(params, n=24, sigma=0.01, seed=0, low=1e-2, high=1e4):
+    rng = np.random.default_rng(seed)
+    compute = np.geomspace(low, high, n)
+    error = _law(compute, **params) * np.exp(sigma * rng.standard_normal(n))
+    return compute, error
+
+
+def test_recovers_a_known_double_saturating_law_from_noisy_points():
+    compute, error = _noisy(TRUE)
+    fit = scaling.fit_power_law(compute, error, "double_saturating")
+    assert fit.params["b"] == pytest.approx(TRUE["b"], rel=0.15)
+    assert fit.params["c"] == pytest.approx(TRUE["c"], abs=0.01)
+    assert fit.params["a"] == pytest.approx(TRUE["a"], rel=0.2)
+    assert fit.params["d"] == pytest.approx(TRUE["d"], rel=0.5)
+    assert fit.log_rmse < 0.015  # about the noise, sigma = 0.01
+    assert fit.starts_in_best_basin >= 1 and fit.starts_refined >= fit.starts_in_best_basin
+    np.testing.assert_allclose(fit.predict(compute), _law(compute, **TRUE), rtol=0.02)
+
+
+def test_exact_data_is_fit_exactly_by_every_form_that_contains_it():
+    compute = np.geomspace(1e-3, 1e3, 15)
+    for form, params in (("power", {"a": 0.3, "b": 0.2}),
+                         ("saturating", {"a": 0.3, "b": 0.4, "c": 0.05}),
+                         ("double_saturating", TRUE)):
+        fit = scaling.fit_power_law(compute, _law(compute, **params), form)
+        assert fit.log_rmse < 1e-5, form
+        for name, value in params.items():
+            assert fit.params[name] == pytest.approx(value, rel=1e-3, abs=1e-6), (form, name)
+
+
+def test_nested_forms_reduce_to_each_other():
+    compute = np.geomspace(1e-2, 1e3, 15)
+    saturating = _law(compute, a=0.3, b=0.4, c=0.05)
+    double = scaling.fit_power_law(compute, saturating, "double_saturating")
+    assert double.params["d"] == pytest.approx(0.0, abs=1e-3)
+    assert double.log_rmse < 1e-5
+    power = _law(compute, a=0.3, b=0.2)
+    sat = scaling.fit_power_law(compute, power, "saturating")
+    assert sat.params["c"] == pytest.approx(0.0, abs=1e-5) and sat.log_rmse < 1e-5
+    # The same parameters give the same curve in each form that has them.
+    p = {"a": 0.3, "b": 0.2, "c": 0.0, "d": 0.0}
+    np.testing.assert_allclose(scaling.predict("power", p, compute),
+                               scaling.predict("double_saturating", p, compute))
+
+
+@pytest.mark.parametrize("factor", [1e-6, 3.7, 1e9])
+def test_the_compute_unit_changes_neither_b_c_nor_predictions(factor):
+    compute, error = _noisy(TRUE, seed=3)
+    base = scaling.fit_power_law(compute, error)
+    scaled = scaling.fit_power_law(compute * factor, error)
+    assert scaled.params["b"] == pytest.approx(base.params["b"], rel=1e-4)
+    assert scaled.params["c"] == pytest.approx(base.params["c"], rel=1e-4, abs=1e-7)
+    assert scaled.params["d"] == pytest.approx(base.params["d"] * factor, rel=1e-3, abs=1e-9)
+    np.testing.assert_allclose(scaled.predict(compute * factor), base.predict(compute),
+                               rtol=1e-5)
+
+
+def test_pareto_frontier_matches_the_brute_force_definition():
+    rng = np.random.default_rng(1)
+    for trial in range(20):
+        compute = rng.choice([1.0, 2.0, 3.0, 5.0, 8.0], size=12)  # ties in compute
+        error = rng.choice([0.1, 0.2, 0.3, 0.4], size=12)  # ties in error
+        front = scaling.pareto_frontier(compute, error)
+        expected = [i for i in range(12) if not any(
+            compute[j] <= compute[i] and (error[j] < error[i] or (
+                error[j] == error[i] and (compute[j] < compute[i] or j < i)))
+            for j in range(12) if j != i)]
+        assert sorted(front.tolist()) == expected, trial
+        assert np.all(np.diff(compute[front]) > 0) and np.all(np.diff(error[front]) < 0)
+
+
+def test_bootstrap_intervals_cover_the_truth_for_most_replicates():
+    params = {"a": 0.5, "b": 0.3, "c": 0.08}
+    covered = 0
+    for seed in range(10):
+        compute, error = _noisy(params, n=16, sigma=0.03, seed=100 + seed)
+        boot = scaling.bootstrap_fit(compute, error, "saturating", n_boot=60, seed=seed)
+        lo, hi = boot["intervals"]["b"]
+        covered += lo <= params["b"] <= hi
+        assert boot["replicates_ok"] >= 55
+    assert covered >= 7  # nominal 90%; a loose floor for 10 replicates of a percentile interval
+
+
+def test_bootstrap_is_seeded_and_resamples_whole_groups():
+    compute, error = _noisy(TRUE, n=12)
+    groups = np.repeat(["s", "m", "l", "xl"], 3)
+    one = scaling.bootstrap_fit(compute, error, n_boot=15, seed=4, groups=groups)
+    two = scaling.bootstrap_fit(compute, error, n_boot=15, seed=4, groups=groups)
+    np.testing.assert_array_equal(one["samples"]["b"], two["samples"]["b"])
+    assert np.all(one["band_lo"] <= one["band_hi"])
+    with pytest.raises(ValueError, match="groups: needs one label per point"):
+        scaling.bootstrap_fit(compute, error, groups=groups[:5])
+
+
+def test_extrapolation_check_predicts_held_out_points_of_a_true_law():
+    compute, error = _noisy(TRUE, n=20, sigma=0.005, seed=7)
+    check = scaling.extrapolation_check(compute, error, holdout=3, n_boot=40)
+    assert len(check["heldout_error"]) == 3
+    assert check["log_rmse"] < 0.05
+    assert check["fraction_inside"] >= 2 / 3
+    with pytest.raises(ValueError, match="holdout: 18 leaves 2 frontier points"):
+        scaling.extrapolation_check(compute, error, holdout=18)
+
+
+@pytest.mark.parametrize("compute, error, match", [
+    ([1.0, -2.0, 3.0], [0.5, 0.4, 0.3], r"compute: every value must be finite and > 0, got -2"),
+    ([1.0, 2.0, 3.0], [0.5, 1.2, 0.3], r"error: every value must be in \(0, 1\), got 1.2"),
+    ([1.0, 2.0, np.nan], [0.5, 0.4, 0.3], r"compute: .* got nan"),
+    ([1.0, 2.0, 3.0], [0.5, 0.4, 0.0], r"error: .* got 0.0"),
+    ([1.0, 2.0, 3.0], [0.5, 0.4], r"lengths differ"),
+    ([1.0, 2.0, 3.0], [0.5, 0.4, 0.3], r"3 points cannot fit the 4 parameters"),
+])
+def test_bad_inputs_name_the_argument_and_value(compute, error, match):
+    with pytest.raises(ValueError, match=match):
+        scaling.fit_power_law(compute, error, "double_saturating")
+
+
+def test_unknown_form_and_huber_option():
+    compute, error = _noisy(TRUE)
+    with pytest.raises(ValueError, match="form: 'cubic'"):
+        scaling.fit_power_law(compute, error, "cubic")
+    outlier = error.copy()
+    outlier[5] *= 1.5
+    plain = scaling.fit_power_law(compute, outlier)
+    robust = scaling.fit_power_law(compute, outlier, huber=0.02)
+    # The robust fit follows the 23 clean points, not the outlier.
+    clean = np.delete(np.arange(compute.size), 5)
+    assert np.abs(robust.residuals[clean]).max() < np.abs(plain.residuals[clean]).max()
+
+
+def test_training_flops_is_three_forward_passes_per_image():
+    # Ti/16 at 224px, Table 2 convention: forward FLOPs computed here from the shapes.
+    w, depth, mlp, tokens, patch = 192, 12, 768, 196, 16
+    forward = (2 * tokens * patch * patch * 3 * w
+               + depth * (2 * tokens * 4 * w * w + 4 * tokens * tokens * w + 4 * tokens * w * mlp))
+    assert scaling.training_flops("Ti/16", 224, 1000) == pytest.approx(3 * forward * 1000)
+    np.testing.assert_allclose(scaling.training_flops("Ti/16", 224, [1, 2]),
+                               [3 * forward, 6 * forward])
+    with pytest.raises(ValueError, match="images_seen"):
+        scaling.training_flops("Ti/16", 224, -1)
