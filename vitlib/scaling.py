@@ -68,10 +68,10 @@ def _points(compute, error) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("compute: no points given")
     if np.any(~np.isfinite(c)) or np.any(c <= 0):
         bad = c[~np.isfinite(c) | (c <= 0)][0]
-        raise ValueError(f"compute: every value must be finite and > 0, got {bad!r}")
+        raise ValueError(f"compute: every value must be finite and > 0, got {float(bad)!r}")
     if np.any(~np.isfinite(e)) or np.any((e <= 0) | (e >= 1)):
         bad = e[~np.isfinite(e) | (e <= 0) | (e >= 1)][0]
-        raise ValueError(f"error: every value must be in (0, 1), got {bad!r}")
+        raise ValueError(f"error: every value must be in (0, 1), got {float(bad)!r}")
     return c, e
 
 
@@ -251,6 +251,10 @@ def bootstrap_fit(compute, error, form: str = "double_saturating", n_boot: int =
     groups such as model sizes) with replacement, take the frontier of the resample if
     ``frontier``, refit from the grid, and collect the parameters and the predicted error at
     ``at`` (default: the given compute). Seeded: the same call gives the same numbers.
+
+    Case-resampling percentile intervals run narrow for small samples: on synthetic saturating
+    laws with 24 points and 3% noise, the nominal 90% interval of b covered the truth in about
+    70% of replicates (tests/test_scaling.py); read the bands as a lower bound on uncertainty.
 
     Returns ``fit`` (the fit to all points), ``intervals`` {param: (lo, hi)}, ``at``,
     ``prediction`` (median) with ``band_lo``/``band_hi``, ``samples`` {param: array} and
