@@ -154,3 +154,12 @@ def test_training_flops_is_three_forward_passes_per_image():
                                [3 * forward, 6 * forward])
     with pytest.raises(ValueError, match="images_seen"):
         scaling.training_flops("Ti/16", 224, -1)
+
+
+def test_a_law_printed_in_another_unit_is_recovered_with_its_conversion():
+    compute = np.geomspace(1e15, 1e21, 20)  # FLOPs
+    law = {"a": 0.63, "b": 0.32, "c": 0.12, "d": 0.52}  # in "days" = FLOPs / 4e18
+    error = _law(compute / 4e18, **law)
+    found = scaling.best_unit_log_rmse(compute, error, law)
+    assert found["flops_per_unit"] == pytest.approx(4e18, rel=1e-3)
+    assert found["log_rmse"] < 1e-6

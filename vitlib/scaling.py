@@ -242,6 +242,22 @@ def fit_power_law(compute, error, form: str = "double_saturating", huber: Option
                        starts_in_best_basin=int(in_basin))
 
 
+def best_unit_log_rmse(compute, error, params: dict) -> dict:
+    """How well a law printed in another compute unit fits (compute, error): its a, b, c, d are
+    kept and only the conversion ``flops_per_unit`` (compute / printed unit) is fitted. Returns
+    that conversion and the log-RMSE."""
+    c, e = _points(compute, error)
+
+    def misfit(log_k):
+        model = predict("double_saturating", params, c / np.exp(log_k))
+        return float(np.sqrt(np.mean((np.log(np.maximum(model, 1e-300)) - np.log(e)) ** 2)))
+    centre = float(np.log(np.median(c)))
+    grid = centre + np.linspace(-30, 30, 241)
+    start = grid[int(np.argmin([misfit(g) for g in grid]))]
+    res = optimize.minimize_scalar(misfit, bounds=(start - 0.5, start + 0.5), method="bounded")
+    return {"flops_per_unit": float(np.exp(res.x)), "log_rmse": float(res.fun)}
+
+
 # ---------------------------------------------------------------- uncertainty
 
 def bootstrap_fit(compute, error, form: str = "double_saturating", n_boot: int = 200,
