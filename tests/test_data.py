@@ -170,3 +170,16 @@ def test_prefetcher_yields_in_order_and_reraises():
         return {}
     with pytest.raises(RuntimeError, match="disk gone"):
         list(Prefetcher(broken, 0, 5))
+
+
+def test_nested_subsets_lie_inside_each_other_whatever_the_seed():
+    from vitlib.data import nested_subset
+
+    images = np.arange(1000, dtype=np.uint8).reshape(1000, 1, 1, 1) % 251
+    labels = np.arange(1000)
+    small, large = nested_subset(images, labels, 100)[1], nested_subset(images, labels, 400)[1]
+    assert len(small) == 100 and len(large) == 400 and set(small) <= set(large)
+    assert nested_subset(images, labels, 0)[1] is labels
+    for bad in (-1, 1001, 2.5):
+        with pytest.raises(ValueError, match=f"train_examples: {bad!r}"):
+            nested_subset(images, labels, bad)

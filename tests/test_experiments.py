@@ -93,3 +93,17 @@ def test_branch_points_must_exist_inside_the_parent(tmp_path):
     with pytest.raises(ValueError, match=r"checkpoint_steps: \(99,\) is not allowed"):
         train.fit(experiments.make_config("quickstart", {**PARENT, "checkpoint_steps": (99,)}),
                   tmp_path / "bad", progress=False)
+
+
+def test_runs_of_many_lengths_train_one_main_run_plus_the_cooldowns(tmp_path):
+    assert experiments.cooldown_lengths([8, 12], 0.25) == [(6, 2), (9, 3)]
+    with pytest.raises(ValueError, match="cooldown_fraction"):
+        experiments.cooldown_lengths([8], 1.5)
+    runs = experiments.runs_of_many_lengths("quickstart", {
+        **TINY, "optim.schedule": {"kind": "rsqrt", "warmup_steps": 2, "timescale": 4}},
+        [12, 8], 0.25, tmp_path)
+    assert [r["length"] for r in runs] == [8, 12]
+    assert [r["images_seen"] for r in runs] == [8 * 16, 12 * 16]
+    assert [r["steps_this_run"] for r in runs] == [2, 3]
+    main = json.loads((Path(runs[0]["parent_workdir"]) / "result.json").read_text())
+    assert main["steps"] == 9 and main["config"]["checkpoint_steps"] == [6, 9]

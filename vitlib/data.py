@@ -39,6 +39,22 @@ def _epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     return permutation
 
 
+SUBSET_SEED = 0  # the fixed order that nested training subsets are cut from
+
+
+def nested_subset(images: np.ndarray, labels: np.ndarray, size: int):
+    """The first ``size`` examples of a fixed permutation (independent of the run's seed): a
+    smaller subset is always inside a larger one, as in a data-size sweep. 0 means all."""
+    n = len(images)
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= n:
+        raise ValueError(f"train_examples: {size!r} is not allowed; use 0 (all) or an integer "
+                         f"in [1, {n}]")
+    if size in (0, n):
+        return images, labels
+    idx = np.sort(np.random.default_rng([SUBSET_SEED, n]).permutation(n)[:size])
+    return images[idx], labels[idx]
+
+
 def batch_indices(step: int, batch_size: int, n: int, seed: int) -> np.ndarray:
     """Example indices of batch ``step``: a pure function of its arguments."""
     positions = step * batch_size + np.arange(batch_size)

@@ -119,6 +119,35 @@ def branch(parent: dict, at_step: int, cooldown_steps: int, root=None,
     return {**result, "workdir": str(workdir), "cached": False}
 
 
+def cooldown_lengths(lengths, cooldown_fraction: float) -> list[tuple[int, int]]:
+    """(branch step, cooldown steps) for each total length: the last ``cooldown_fraction`` of
+    the length (at least one step) is the cooldown, as the paper's 10k/50k of longer runs."""
+    if not 0 < cooldown_fraction < 1:
+        raise ValueError(f"cooldown_fraction: must be in (0, 1), got {cooldown_fraction!r}")
+    out = []
+    for length in lengths:
+        if isinstance(length, bool) or not isinstance(length, int) or length < 2:
+            raise ValueError(f"lengths: each must be an integer >= 2, got {length!r}")
+        cooldown = max(1, round(cooldown_fraction * length))
+        out.append((length - cooldown, cooldown))
+    return out
+
+
+def runs_of_many_lengths(base: str, overrides: dict, lengths, cooldown_fraction: float, root,
+                         name: str = "main") -> list[dict]:
+    """Models of every total length in ``lengths`` from one main run: the main run (its
+    schedule length-free, e.g. warmup + rsqrt, without cooldown) trains to the last branch
+    point and keeps checkpoints there; each length is a cooldown branch of it. Costs the
+    main run plus the cooldowns instead of ``sum(lengths)`` steps. Results in length order,
+    each with ``length`` and the branch's ``images_seen``."""
+    points = cooldown_lengths(sorted(lengths), cooldown_fraction)
+    at_steps = tuple(sorted({s for s, _ in points}))
+    parent = run_cached(make_config(base, {**overrides, "total_steps": at_steps[-1],
+                                           "checkpoint_steps": at_steps}), root, name)
+    return [{**branch(parent, s, c, root, f"{name}-branch"), "length": s + c}
+            for s, c in points]
+
+
 def metrics(workdir) -> list[dict]:
     """The records of a run's metrics.jsonl."""
     path = Path(workdir) / "metrics.jsonl"

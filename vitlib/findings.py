@@ -84,6 +84,7 @@ class Findings:
     def __init__(self, notebook: str, profile: str):
         self.notebook = notebook
         self.profile = profile
+        self.source = source_state()  # the code as the notebook starts, not as it ends
         self.checks: list[dict] = []
         self.claims: list[dict] = []
 
@@ -115,7 +116,7 @@ class Findings:
 
     def save(self, folder: Path) -> Path:
         return write_json(Path(folder) / f"{self.notebook}_findings.json", {
-            "notebook": self.notebook, "profile": self.profile, "source": source_state(),
+            "notebook": self.notebook, "profile": self.profile, "source": self.source,
             "all_checks_passed": not self.failed, "checks": self.checks,
             "claims": self.claims})
 

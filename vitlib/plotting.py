@@ -68,3 +68,79 @@ def training_curves(curves: dict, metrics: tuple[str, ...], title: str):
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
     return fig
+
+
+def _model_colours(models: list) -> dict:
+    cmap = plt.get_cmap("viridis")
+    return {m: cmap(i / max(len(models) - 1, 1)) for i, m in enumerate(models)}
+
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def compute_vs_error(ax, rows: list[dict], model: str, data: str, compute: str, error: str,
+                     fit=None, band=None, title: str = "", xlabel: str = "training FLOPs"):
+    """Figure 2's panel: error vs compute on log-log axes, colour = model (in the order rows
+    first name them), marker = data size, the same (model, data) joined across lengths; the
+    Pareto frontier circled; ``fit`` (compute, error) drawn as a line and ``band``
+    (compute, lo, hi) shaded."""
+    models = list(dict.fromkeys(r[model] for r in rows))
+    datas = list(dict.fromkeys(r[data] for r in rows))
+    colours = _model_colours(models)
+    for m in models:
+        for j, dsize in enumerate(datas):
+            pts = sorted((r[compute], r[error]) for r in rows if r[model] == m and r[data] == dsize)
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, "-", color=colours[m], alpha=0.5, lw=0.8)
+                ax.scatter(xs, ys, color=colours[m], marker=MARKERS[j % len(MARKERS)], s=18,
+                           zorder=3)
+    if band is not None:
+        ax.fill_between(band[0], band[1], band[2], color="0.5", alpha=0.25, lw=0,
+                        label="bootstrap band")
+    if fit is not None:
+        ax.plot(fit[0], fit[1], "k--", lw=1.2, label="fitted law (frontier)")
+    for m in models:
+        ax.scatter([], [], color=colours[m], label=str(m))
+    for j, dsize in enumerate(datas):
+        ax.scatter([], [], color="0.3", marker=MARKERS[j % len(MARKERS)], label=f"data {dsize}")
+    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=error.replace("_", " "),
+           title=title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    return ax
+
+
+def best_per_group(ax, rows: list[dict], model: str, data: str, error: str, title: str = ""):
+    """The "data bottleneck" panel: each model's best error per data size (x: data size in the
+    order rows first name them)."""
+    models = list(dict.fromkeys(r[model] for r in rows))
+    datas = list(dict.fromkeys(r[data] for r in rows))
+    colours = _model_colours(models)
+    for m in models:
+        ys = [min((r[error] for r in rows if r[model] == m and r[data] == d), default=None)
+              for d in datas]
+        xs = [i for i, y in enumerate(ys) if y is not None]
+        ax.plot(xs, [ys[i] for i in xs], "o-", color=colours[m], label=str(m))
+    ax.set_xticks(range(len(datas)), [str(d) for d in datas])
+    ax.set(xlabel="training data size", ylabel=f"best {error.replace('_', ' ')}", title=title,
+           yscale="log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    return ax
+
+
+def error_vs_images(ax, rows: list[dict], model: str, images: str, error: str,
+                    models: list, title: str = ""):
+    """Figure 3's panel: error vs images seen for ``models``."""
+    colours = _model_colours(models)
+    for m in models:
+        pts = sorted((r[images], r[error]) for r in rows if r[model] == m)
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, "o-", color=colours[m], label=str(m))
+    ax.set(xscale="log", yscale="log", xlabel="images seen", ylabel=error.replace("_", " "),
+           title=title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    return ax

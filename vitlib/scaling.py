@@ -68,10 +68,10 @@ def _points(compute, error) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("compute: no points given")
     if np.any(~np.isfinite(c)) or np.any(c <= 0):
         bad = c[~np.isfinite(c) | (c <= 0)][0]
-        raise ValueError(f"compute: every value must be finite and > 0, got {bad!r}")
+        raise ValueError(f"compute: every value must be finite and > 0, got {float(bad)!r}")
     if np.any(~np.isfinite(e)) or np.any((e <= 0) | (e >= 1)):
         bad = e[~np.isfinite(e) | (e <= 0) | (e >= 1)][0]
-        raise ValueError(f"error: every value must be in (0, 1), got {bad!r}")
+        raise ValueError(f"error: every value must be in (0, 1), got {float(bad)!r}")
     return c, e
 
 
@@ -242,6 +242,22 @@ def fit_power_law(compute, error, form: str = "double_saturating", huber: Option
                        starts_in_best_basin=int(in_basin))
 
 
+def best_unit_log_rmse(compute, error, params: dict) -> dict:
+    """How well a law printed in another compute unit fits (compute, error): its a, b, c, d are
+    kept and only the conversion ``flops_per_unit`` (compute / printed unit) is fitted. Returns
+    that conversion and the log-RMSE."""
+    c, e = _points(compute, error)
+
+    def misfit(log_k):
+        model = predict("double_saturating", params, c / np.exp(log_k))
+        return float(np.sqrt(np.mean((np.log(np.maximum(model, 1e-300)) - np.log(e)) ** 2)))
+    centre = float(np.log(np.median(c)))
+    grid = centre + np.linspace(-30, 30, 241)
+    start = grid[int(np.argmin([misfit(g) for g in grid]))]
+    res = optimize.minimize_scalar(misfit, bounds=(start - 0.5, start + 0.5), method="bounded")
+    return {"flops_per_unit": float(np.exp(res.x)), "log_rmse": float(res.fun)}
+
+
 # ---------------------------------------------------------------- uncertainty
 
 def bootstrap_fit(compute, error, form: str = "double_saturating", n_boot: int = 200,
@@ -251,6 +267,10 @@ def bootstrap_fit(compute, error, form: str = "double_saturating", n_boot: int =
     groups such as model sizes) with replacement, take the frontier of the resample if
     ``frontier``, refit from the grid, and collect the parameters and the predicted error at
     ``at`` (default: the given compute). Seeded: the same call gives the same numbers.
+
+    Case-resampling percentile intervals run narrow for small samples: on synthetic saturating
+    laws with 24 points and 3% noise, the nominal 90% interval of b covered the truth in about
+    70% of replicates (tests/test_scaling.py); read the bands as a lower bound on uncertainty.
 
     Returns ``fit`` (the fit to all points), ``intervals`` {param: (lo, hi)}, ``at``,
     ``prediction`` (median) with ``band_lo``/``band_hi``, ``samples`` {param: array} and

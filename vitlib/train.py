@@ -24,7 +24,8 @@ from vitlib import datasets, fewshot
 from vitlib.artifacts import write_bytes_atomic, write_json
 from vitlib.checkpoints import Checkpointer
 from vitlib.configs import apply_overrides, load_config
-from vitlib.data import Augment, Prefetcher, eval_batches, preprocess, train_batch
+from vitlib.data import (Augment, Prefetcher, eval_batches, nested_subset, preprocess,
+                         train_batch)
 from vitlib.models import ViT, vit_config
 from vitlib.optim import compiled_part, make_sweepable_optimizer
 from vitlib.sharding import (check_batch_size, make_mesh, replicated, shard_batch,
@@ -166,7 +167,8 @@ def fit(config, workdir, init_params: Optional[Callable] = None, progress: bool 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     data_dir = config.data_dir or None
-    train_x, train_y = datasets.load_split(config.dataset, config.train_split, data_dir)
+    train_x, train_y = nested_subset(
+        *datasets.load_split(config.dataset, config.train_split, data_dir), config.train_examples)
     num_classes = datasets.num_classes(config.dataset, data_dir)
     image_size = config.image_size or train_x.shape[1]
     model = build_model(config, image_size, num_classes)

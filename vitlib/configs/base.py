@@ -7,6 +7,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.dataset = "fashion_mnist"  # fashion_mnist | digits | any TFDS name
     c.data_dir = ""  # TFDS data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
     c.train_split = "train"
+    # Train on the first N examples of a fixed permutation of train_split (nested: a smaller
+    # set lies inside a larger one); 0 = all of it.
+    c.train_examples = 0
     c.eval_splits = ("test", "minival")
     c.seed = 0  # parameter init and batch order
 

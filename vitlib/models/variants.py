@@ -21,11 +21,13 @@ SHAPES: dict[str, tuple[int, int, int, int]] = {
     "g": (1408, 40, 6144, 16),
     "G": (1664, 48, 8192, 16),
     # Small shapes for 28x28 images on a laptop CPU (patch 4 gives 49 tokens).
+    "Atto": (16, 2, 64, 1),
+    "Femto": (32, 2, 128, 2),
     "Pico": (64, 4, 256, 2),
     "Nano": (128, 4, 512, 4),
     "Micro": (192, 6, 768, 3),
 }
-CPU_SHAPES = ("Pico", "Nano", "Micro")
+CPU_SHAPES = ("Atto", "Femto", "Pico", "Nano", "Micro")
 
 POSEMB_TYPES = ("learn", "sincos2d")
 POOL_TYPES = ("tok", "gap", "map")
