@@ -163,3 +163,19 @@ def test_a_law_printed_in_another_unit_is_recovered_with_its_conversion():
     found = scaling.best_unit_log_rmse(compute, error, law)
     assert found["flops_per_unit"] == pytest.approx(4e18, rel=1e-3)
     assert found["log_rmse"] < 1e-6
+
+
+def test_paper_tables_ship_with_vitlib_and_derive_compute_and_error():
+    from vitlib import paper_tables
+
+    few, fine = paper_tables.load("fewshot"), paper_tables.load("finetune")
+    assert len(few) == 262 and len(fine) == 258  # the appendix rows (paper_data/README.md)
+    row = few[(few["model"] == "L/16") & (few["data_size"] == "30M")
+              & (few["steps"] == 20000)].iloc[0]
+    assert row["train_flops"] == pytest.approx(3 * 122.9e9 * 20000 * 4096)
+    assert row["error"] == pytest.approx(1 - row["inet10"] / 100)
+    assert not row["label_inferred"]
+    assert few[few["model"] == "B/28"]["label_inferred"].all()
+    assert fine["error"].between(0, 1).all()
+    with pytest.raises(ValueError, match="which: 'imagenet'"):
+        paper_tables.load("imagenet")

@@ -280,7 +280,8 @@ def _validated_parts(config) -> dict:
                          f"{sorted(OPTIMIZER_CONFIG_KEYS)}")
     for key in ("optimizer", "lr", "total_steps"):
         if key not in config:
-            raise ValueError(f"optimizer config: {key!r} is required ({OPTIMIZER_CONFIG_KEYS[key]})")
+            raise ValueError(f"optimizer config: {key!r} is required "
+                             f"({OPTIMIZER_CONFIG_KEYS[key]})")
     schedule = lr_schedule(config)
     direction = optimizer_by_name(config["optimizer"], **dict(config.get("optimizer_kwargs") or {}))
 
