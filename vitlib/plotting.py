@@ -76,16 +76,29 @@ def _model_colours(models: list) -> dict:
 
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+_SUFFIX = {"K": 1e3, "M": 1e6, "B": 1e9}
+
+
+def _size_key(size) -> float:
+    """Sorts data sizes given as numbers or as the paper writes them ("30M", "3B")."""
+    if isinstance(size, str) and size[-1:] in _SUFFIX:
+        return float(size[:-1]) * _SUFFIX[size[-1]]
+    return float(size)
+
+
+def _data_sizes(rows: list[dict], data: str) -> list:
+    return sorted({r[data] for r in rows}, key=_size_key)
 
 
 def compute_vs_error(ax, rows: list[dict], model: str, data: str, compute: str, error: str,
                      fit=None, band=None, title: str = "", xlabel: str = "training FLOPs"):
     """Figure 2's panel: error vs compute on log-log axes, colour = model (in the order rows
-    first name them), marker = data size, the same (model, data) joined across lengths; the
+    first name them), marker = data size (smallest first), the same (model, data) joined
+    across lengths; the
     Pareto frontier circled; ``fit`` (compute, error) drawn as a line and ``band``
     (compute, lo, hi) shaded."""
     models = list(dict.fromkeys(r[model] for r in rows))
-    datas = list(dict.fromkeys(r[data] for r in rows))
+    datas = _data_sizes(rows, data)
     colours = _model_colours(models)
     for m in models:
         for j, dsize in enumerate(datas):
@@ -112,10 +125,9 @@ def compute_vs_error(ax, rows: list[dict], model: str, data: str, compute: str, 
 
 
 def best_per_group(ax, rows: list[dict], model: str, data: str, error: str, title: str = ""):
-    """The "data bottleneck" panel: each model's best error per data size (x: data size in the
-    order rows first name them)."""
+    """The "data bottleneck" panel: each model's best error per data size (x: data size)."""
     models = list(dict.fromkeys(r[model] for r in rows))
-    datas = list(dict.fromkeys(r[data] for r in rows))
+    datas = _data_sizes(rows, data)
     colours = _model_colours(models)
     for m in models:
         ys = [min((r[error] for r in rows if r[model] == m and r[data] == d), default=None)
