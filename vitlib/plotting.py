@@ -91,12 +91,12 @@ def _data_sizes(rows: list[dict], data: str) -> list:
 
 
 def compute_vs_error(ax, rows: list[dict], model: str, data: str, compute: str, error: str,
-                     fit=None, band=None, title: str = "", xlabel: str = "training FLOPs"):
+                     fit=None, band=None, frontier=None, title: str = "",
+                     xlabel: str = "training FLOPs"):
     """Figure 2's panel: error vs compute on log-log axes, colour = model (in the order rows
     first name them), marker = data size (smallest first), the same (model, data) joined
-    across lengths; the
-    Pareto frontier circled; ``fit`` (compute, error) drawn as a line and ``band``
-    (compute, lo, hi) shaded."""
+    across lengths; ``frontier`` (compute, error) of the Pareto frontier circled; ``fit``
+    (compute, error) drawn as a line and ``band`` (compute, lo, hi) shaded."""
     models = list(dict.fromkeys(r[model] for r in rows))
     datas = _data_sizes(rows, data)
     colours = _model_colours(models)
@@ -113,6 +113,9 @@ def compute_vs_error(ax, rows: list[dict], model: str, data: str, compute: str, 
                         label="bootstrap band")
     if fit is not None:
         ax.plot(fit[0], fit[1], "k--", lw=1.2, label="fitted law (frontier)")
+    if frontier is not None:
+        ax.scatter(frontier[0], frontier[1], s=70, facecolors="none", edgecolors="k", lw=0.8,
+                   zorder=4, label="Pareto frontier")
     for m in models:
         ax.scatter([], [], color=colours[m], label=str(m))
     for j, dsize in enumerate(datas):
