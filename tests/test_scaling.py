@@ -179,3 +179,18 @@ def test_paper_tables_ship_with_vitlib_and_derive_compute_and_error():
     assert fine["error"].between(0, 1).all()
     with pytest.raises(ValueError, match="which: 'imagenet'"):
         paper_tables.load("imagenet")
+
+
+def test_the_analytic_jacobian_matches_finite_differences():
+    from vitlib.scaling import _log_jacobian, _log_residuals
+
+    c = np.geomspace(0.1, 100, 7)
+    log_e = np.log(_law(c, **TRUE))
+    for form, p in (("power", [0.6, 0.35]), ("saturating", [0.6, 0.35, 0.1]),
+                    ("double_saturating", [0.6, 0.35, 0.1, 0.5])):
+        p = np.asarray(p, float)
+        numeric = np.stack([(_log_residuals(p + h, form, c, log_e)
+                             - _log_residuals(p - h, form, c, log_e)) / (2e-6)
+                            for h in np.eye(len(p)) * 1e-6], axis=1)
+        np.testing.assert_allclose(_log_jacobian(p, form, c, log_e), numeric, rtol=1e-5,
+                                   atol=1e-7)

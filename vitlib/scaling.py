@@ -31,6 +31,8 @@ PARAMS = {"power": ("a", "b"), "saturating": ("a", "b", "c"),
 B_GRID = np.geomspace(0.01, 3.0, 30)
 B_BOUNDS = (1e-4, 10.0)
 C_MARGIN = 1e-6  # c stays strictly below the smallest error: c < (1 - C_MARGIN) min(E)
+D_MAX_OVER_COMPUTE = 100.0  # d <= 100 x the largest compute (the grid goes to 10x)
+MAX_EVALUATIONS = 100  # per refinement; starts from the grid converge in far fewer
 
 
 # ---------------------------------------------------------------- compute
@@ -164,12 +166,28 @@ def _linear_ac(x: np.ndarray, e: np.ndarray, w: np.ndarray, c_max: float,
     return best_a, best_c, best_cost
 
 
+def _unpack(p: np.ndarray, form: str) -> tuple:
+    return (p[0], p[1], p[2] if form != "power" else 0.0,
+            p[3] if form == "double_saturating" else 0.0)
+
+
 def _log_residuals(p: np.ndarray, form: str, c: np.ndarray, log_e: np.ndarray) -> np.ndarray:
-    a, b = p[0], p[1]
-    cc = p[2] if form != "power" else 0.0
-    d = p[3] if form == "double_saturating" else 0.0
+    a, b, cc, d = _unpack(p, form)
     model = a * (c + d) ** -b + cc
     return np.log(np.maximum(model, 1e-300)) - log_e
+
+
+def _log_jacobian(p: np.ndarray, form: str, c: np.ndarray, log_e: np.ndarray) -> np.ndarray:
+    """d log(model) / d(a, b[, c[, d]]): exact, so the refinement needs few evaluations."""
+    a, b, cc, d = _unpack(p, form)
+    u = (c + d) ** -b
+    model = np.maximum(a * u + cc, 1e-300)
+    columns = [u / model, -a * u * np.log(c + d) / model]
+    if form != "power":
+        columns.append(1.0 / model)
+    if form == "double_saturating":
+        columns.append(-a * b * u / (c + d) / model)
+    return np.stack(columns, axis=1)
 
 
 def fit_power_law(compute, error, form: str = "double_saturating", huber: Optional[float] = None,
@@ -208,8 +226,9 @@ def fit_power_law(compute, error, form: str = "double_saturating", huber: Option
 
     lower = [0.0, B_BOUNDS[0]] + ([0.0] if with_c else []) + \
         ([0.0] if form == "double_saturating" else [])
+    # d far beyond the largest compute makes the law flat over the data: bound it there.
     upper = [np.inf, B_BOUNDS[1]] + ([c_max] if with_c else []) + \
-        ([np.inf] if form == "double_saturating" else [])
+        ([D_MAX_OVER_COMPUTE * c.max()] if form == "double_saturating" else [])
     fits = []
     for i in order:
         p0 = [max(float(np.nan_to_num(a_grid[i])), 1e-12), bb[i]]
@@ -218,9 +237,9 @@ def fit_power_law(compute, error, form: str = "double_saturating", huber: Option
         p0 = np.clip(p0, lower, upper)
         try:
             res = optimize.least_squares(
-                _log_residuals, p0, bounds=(lower, upper), args=(form, c, log_e),
-                loss="huber" if huber else "linear", f_scale=huber or 1.0, x_scale="jac",
-                max_nfev=2000)
+                _log_residuals, p0, jac=_log_jacobian, bounds=(lower, upper),
+                args=(form, c, log_e), loss="huber" if huber else "linear",
+                f_scale=huber or 1.0, x_scale="jac", max_nfev=MAX_EVALUATIONS)
             fits.append((float(res.cost), res.x))
         except ValueError:  # a start on the boundary that scipy rejects: skip it
             continue
