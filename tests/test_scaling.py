@@ -194,3 +194,12 @@ def test_the_analytic_jacobian_matches_finite_differences():
                             for h in np.eye(len(p)) * 1e-6], axis=1)
         np.testing.assert_allclose(_log_jacobian(p, form, c, log_e), numeric, rtol=1e-5,
                                    atol=1e-7)
+
+
+def test_bootstrap_without_any_fittable_resample_gives_nan_intervals():
+    compute, error = _noisy(TRUE, n=4)
+    outcomes = [scaling.bootstrap_fit(compute, error, n_boot=1, seed=s) for s in range(40)]
+    failed = [o for o in outcomes if o["replicates_ok"] == 0]
+    assert failed and len(failed) < len(outcomes)  # 4 distinct draws of 4 points: ~9%
+    assert all(np.isnan(o["intervals"]["b"][0]) and np.isnan(o["band_lo"]).all() for o in failed)
+    assert all(np.isfinite(o["intervals"]["b"][0]) for o in outcomes if o["replicates_ok"])

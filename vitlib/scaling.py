@@ -293,7 +293,8 @@ def bootstrap_fit(compute, error, form: str = "double_saturating", n_boot: int =
 
     Returns ``fit`` (the fit to all points), ``intervals`` {param: (lo, hi)}, ``at``,
     ``prediction`` (median) with ``band_lo``/``band_hi``, ``samples`` {param: array} and
-    ``replicates_ok`` (resamples with enough distinct points to fit).
+    ``replicates_ok`` (resamples with enough distinct points to fit); when none had enough, the
+    intervals and bands are NaN and ``replicates_ok`` is 0.
     """
     c, e = _points(compute, error)
     if not 0 < level < 1:
@@ -328,12 +329,14 @@ def bootstrap_fit(compute, error, form: str = "double_saturating", n_boot: int =
         for p in PARAMS[form]:
             samples[p].append(f.params[p])
         predictions.append(f.predict(at))
-    if not predictions:
-        raise RuntimeError("bootstrap_fit: no resample had enough distinct points to fit")
     tail = 100 * (1 - level) / 2
+    if not predictions:  # too few distinct points in every resample: no interval, say so
+        predictions = [np.full(at.shape, np.nan)]
+        samples = {p: [np.nan] for p in samples}
     preds = np.asarray(predictions)
     samples = {p: np.asarray(v) for p, v in samples.items()}
-    return {"fit": fit, "level": level, "replicates_ok": len(predictions), "n_boot": n_boot,
+    ok = int(np.isfinite(preds).all(axis=-1).sum()) if preds.ndim > 1 else len(predictions)
+    return {"fit": fit, "level": level, "replicates_ok": ok, "n_boot": n_boot,
             "intervals": {p: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail)))
                           for p, v in samples.items()},
             "samples": samples, "at": at,
