@@ -1,7 +1,7 @@
 """How much of a sweep's wall time goes to training: a small reference sweep through
 ``vitlib.experiments`` against the pure time of its compiled train step. ``make bench`` runs it.
 
-Reference sweep (notebook 04's design, shorter): Pico/7 on Fashion-MNIST, batch 256, STEPS steps
+Reference sweep (shaped like notebook 04's, fewer runs): Pico/7 on Fashion-MNIST, batch 256, STEPS steps
 per run, evaluation every 50 steps on test + minival, checkpoint at the end; the runs differ in
 learning rate, weight decay and seed (what sweeps vary). Two modes run side by side, each from an
 empty run cache:
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=400,
-                        help="training steps per run (notebook 04 runs 400)")
+                        help="training steps per run (notebook 04 runs 300)")
     parser.add_argument("--out", default="results/benchmarks/cpu_sweep.json")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="vitlib-bench-sweep-"))
