@@ -3,8 +3,8 @@
 
 Reference sweep (shaped like notebook 04's, fewer runs): Pico/7 on Fashion-MNIST, batch 256,
 STEPS steps per run, evaluation every 50 steps on test + minival, checkpoint at the end; the
-runs differ in learning rate, weight decay and seed (what sweeps vary). Two modes run side by side, each from an
-empty run cache:
+runs differ in learning rate, weight decay and seed (what sweeps vary). Two modes run side by
+side, each from an empty run cache:
 
 - ``sweep``: as vitlib runs sweeps now: one compilation per process for the whole sweep (lr and
   weight decay are step inputs), JAX's persistent compilation cache (a fresh, empty folder here,
