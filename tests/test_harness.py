@@ -4,11 +4,13 @@ import re
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 
 from vitlib import findings, reproduce
 from vitlib.artifacts import results_dir, write_json
-from vitlib.findings import ClaimCheckFailed, Findings, verdict_greater, verdict_within
+from vitlib.findings import (ClaimCheckFailed, Findings, pooled_std, verdict_all, verdict_greater,
+                             verdict_within)
 from vitlib.profiles import by_profile, resolve_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,3 +223,28 @@ def test_compilation_cache_folder_from_the_environment(monkeypatch, tmp_path):
     assert compile_cache.cache_dir() == tmp_path / "c"
     monkeypatch.delenv(compile_cache.ENV)
     assert compile_cache.cache_dir() == compile_cache.DEFAULT_DIR
+
+
+@pytest.mark.parametrize("parts, expected", [
+    (("holds", "holds"), "holds"), (("holds", "inconclusive"), "inconclusive"),
+    (("inconclusive", "does not hold", "holds"), "does not hold"), (("holds",), "holds")])
+def test_verdict_all(parts, expected):
+    assert verdict_all(*parts) == expected
+
+
+def test_verdict_all_refuses_unknown_or_no_verdicts():
+    with pytest.raises(ValueError, match="verdicts"):
+        verdict_all("holds", "maybe")
+    with pytest.raises(ValueError, match="verdicts"):
+        verdict_all()
+
+
+def test_pooled_std_matches_the_anova_within_group_estimate():
+    groups = [[1.0, 2.0, 4.0], [10.0, 10.5], [7.0]]
+    # Written out: within-group sums of squares 4.6667 and 0.125, over (3-1)+(2-1) = 3 dof.
+    expected = np.sqrt((np.var(groups[0]) * 3 + np.var(groups[1]) * 2) / 3)
+    std, dof = pooled_std(groups)
+    assert dof == 3 and std == pytest.approx(expected) == pytest.approx(np.sqrt(4.79166667 / 3))
+    same = [np.random.default_rng(0).normal(0, 1, 4) for _ in range(3)]
+    assert pooled_std([same[0]])[0] == pytest.approx(np.std(same[0], ddof=1))
+    assert np.isnan(pooled_std([[1.0], [2.0]])[0]) and pooled_std([[1.0], [2.0]])[1] == 0

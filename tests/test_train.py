@@ -169,3 +169,32 @@ def test_fit_equals_a_plain_loop_over_the_optax_chain_with_schedule_built_in(tmp
         state, metrics = step(state, train_batch(x, y, s, 32, config.seed))
         np.testing.assert_allclose(logged[s + 1], float(metrics["loss"]), rtol=1e-6)
     assert result["params_sha256"] == params_sha256(state.params)
+
+
+def test_fewshot_record_scores_each_split_like_fewshot_eval_on_those_features():
+    """fewshot_record against the fewshot module called directly on the same features: shots
+    from train, one score per eval split, minival under its own key; bad splits refused."""
+    import numpy as np
+
+    from vitlib import datasets, fewshot
+    from vitlib.data import preprocess
+    from vitlib.train import _check_config, fewshot_record
+
+    config = apply_overrides(load_config("quickstart"), [
+        "fewshot.dataset='digits'", "fewshot.shots=(1, 5)", "fewshot.seeds=(0, 1)",
+        "fewshot.eval_splits=('test', 'minival')", "eval_batch_size=100"])
+    features = lambda params, batch: batch.reshape(len(batch), -1)[:, ::7] * params  # noqa: E731
+    record = fewshot_record(config, 2.0, features)
+    train_x, train_y = datasets.load_split("digits", "train")
+    flat = lambda x: preprocess(x).reshape(len(x), -1)[:, ::7] * 2.0  # noqa: E731
+    for split, prefix in (("test", "fewshot_digits_"), ("minival", "fewshot_digits_minival_")):
+        x, y = datasets.load_split("digits", split)
+        expected = fewshot.fewshot_eval(flat(train_x), train_y, flat(x), y, 10, shots=(1, 5),
+                                        seeds=(0, 1))
+        for k in (1, 5):
+            assert record[f"{prefix}{k}shot"] == pytest.approx(expected[k]["mean"], abs=1e-12)
+            assert record[f"{prefix}{k}shot_std"] == pytest.approx(expected[k]["std"], abs=1e-12)
+    assert np.isfinite(list(record.values())).all() and len(record) == 8
+    bad = apply_overrides(load_config("quickstart"), ["fewshot.eval_splits=('train',)"])
+    with pytest.raises(ValueError, match="fewshot.eval_splits"):
+        _check_config(bad)

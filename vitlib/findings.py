@@ -29,6 +29,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 from vitlib.artifacts import repo_root, results_dir, write_bytes_atomic, write_json
 from vitlib.provenance import source_state
 
@@ -78,6 +80,36 @@ def verdict_greater(difference: float, noise: float, k: float = 2.0, margin: flo
 def verdict_of(holds: bool) -> str:
     """The verdict of a claim measured without noise (a planner's number, a count)."""
     return "holds" if holds else "does not hold"
+
+
+def verdict_all(*verdicts: str) -> str:
+    """Verdict of a claim made of parts that must all hold: ``does not hold`` if any part
+    does not, ``holds`` if every part does, else ``inconclusive``."""
+    for verdict in verdicts:
+        if verdict not in VERDICTS:
+            raise ValueError(f"verdicts: {verdict!r} is not allowed; each is one of "
+                             f"{list(VERDICTS)}")
+    if not verdicts:
+        raise ValueError("verdicts: at least one is needed")
+    if "does not hold" in verdicts:
+        return "does not hold"
+    return "holds" if all(v == "holds" for v in verdicts) else "inconclusive"
+
+
+def pooled_std(groups) -> tuple[float, int]:
+    """Seed noise: the pooled standard deviation of repeated measurements, ``sqrt(sum of
+    squared deviations from each group's mean / (n - number of groups))`` over the groups
+    (lists of values of one setting) that have at least two values; and those degrees of
+    freedom. (nan, 0) when no group is repeated."""
+    squares, dof = 0.0, 0
+    for values in groups:
+        values = np.asarray(values, float)
+        if values.ndim != 1:
+            raise ValueError(f"groups: each must be a flat list of values, got {values!r}")
+        if len(values) >= 2:
+            squares += float(((values - values.mean()) ** 2).sum())
+            dof += len(values) - 1
+    return (float(np.sqrt(squares / dof)), dof) if dof else (float("nan"), 0)
 
 
 class Findings:

@@ -159,3 +159,65 @@ def error_vs_images(ax, rows: list[dict], model: str, images: str, error: str,
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     return ax
+
+
+def decay_heatmap(ax, values, heads: list, bodies: list, title: str, marks: dict = None):
+    """Figure 5's panel: ``values[i][j]`` (in %) at body decay ``bodies[i]`` (rows, bottom to
+    top) and head decay ``heads[j]`` (columns); cells where head == body outlined (the
+    diagonal); ``marks`` {label: (head, body)} puts a labelled marker on those cells."""
+    import numpy as np
+    from matplotlib.patches import Rectangle
+
+    values = np.asarray(values, float)
+    image = ax.imshow(values, origin="lower", cmap="viridis", aspect="auto")
+    finite = values[np.isfinite(values)]
+    middle = (finite.min() + finite.max()) / 2 if finite.size else 0
+    for i in range(len(bodies)):
+        for j in range(len(heads)):
+            if np.isfinite(values[i, j]):
+                ax.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", fontsize=8,
+                        color="black" if values[i, j] > middle else "white")
+            if heads[j] == bodies[i]:
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2,
+                                       edgecolor="white", linestyle="--"))
+    for (label, (head, body)), marker in zip((marks or {}).items(), ("*", "o", "s", "^")):
+        if head in heads and body in bodies:
+            ax.scatter([heads.index(head) + 0.32], [bodies.index(body) + 0.3], marker=marker,
+                       s=90, color="red", edgecolors="white", label=label, zorder=3)
+    ax.set_xticks(range(len(heads)), [f"{h:g}" for h in heads])
+    ax.set_yticks(range(len(bodies)), [f"{b:g}" for b in bodies])
+    ax.set(xlabel="head weight decay", ylabel="body weight decay", title=title)
+    if marks:
+        ax.legend(loc="upper left", fontsize=7, framealpha=0.8)
+    ax.figure.colorbar(image, ax=ax, fraction=0.046)
+
+
+def schedules_figure(curves: dict, schedules: dict, finals: list[dict], metric: str,
+                     title: str):
+    """Figure 7's layout: ``metric`` vs step above (``curves[label] = (steps, values)``, the
+    long runs; ``finals`` rows {label, step, value, std} as markers with error bars: branches
+    and references at their lengths), learning rate vs step below (``schedules[label] =
+    (steps, lr)``). Labels sharing a prefix before ':' share a colour."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7.5), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 2]})
+    families = list(dict.fromkeys(label.split(":")[0]
+                                  for label in [*curves, *schedules, *(r["label"] for r in finals)]))
+    colour = {f: f"C{i}" for i, f in enumerate(families)}
+    for label, (steps, values) in curves.items():
+        top.plot(steps, values, color=colour[label.split(":")[0]], alpha=0.5, lw=1)
+    for family in families:
+        rows = [r for r in finals if r["label"].split(":")[0] == family]
+        if rows:
+            top.errorbar([r["step"] for r in rows], [r["value"] for r in rows],
+                         yerr=[r.get("std", 0.0) for r in rows], fmt="o", capsize=3,
+                         color=colour[family], label=family)
+    top.set(ylabel=metric, title=title)
+    top.grid(alpha=0.3)
+    top.legend(fontsize=8)
+    for label, (steps, lr) in schedules.items():
+        bottom.plot(steps, lr, color=colour[label.split(":")[0]], lw=1,
+                    linestyle="-" if ":" not in label else "--")
+    bottom.set(xlabel="step", ylabel="learning rate")
+    bottom.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -61,6 +61,11 @@ def _check_config(config) -> None:
             for s in steps):
         raise ValueError(f"checkpoint_steps: {steps!r} is not allowed; use a tuple of integers "
                          f"in [1, total_steps={config.total_steps}]")
+    splits = config.fewshot.eval_splits
+    if (config.fewshot.dataset and (not isinstance(splits, (tuple, list)) or not splits
+                                    or not set(splits) <= {"test", "minival"})):
+        raise ValueError(f"fewshot.eval_splits: {splits!r} is not allowed; use a non-empty "
+                         f"tuple of 'test' and/or 'minival'")
     micro_batches_for(config.batch_size, config.micro_batch_size, jax.device_count())
     check_loss(config.loss, config.label_smoothing)
 
@@ -337,19 +342,25 @@ def restore_branch_point(start_from: tuple, abstract, total_steps: int):
 
 
 def fewshot_record(config, params, feature_fn) -> dict:
-    """Few-shot accuracy of the frozen pre-logits on ``config.fewshot.dataset``."""
+    """Few-shot accuracy of the frozen pre-logits on ``config.fewshot.dataset``: the probes
+    are fit on shots drawn from its train split and scored on each of ``fewshot.eval_splits``
+    (keys ``fewshot_digits_10shot`` for test, ``fewshot_digits_minival_10shot`` for minival,
+    the split on which notebooks choose hyper-parameters)."""
     name, data_dir = config.fewshot.dataset, config.data_dir or None
-    train_x, train_y = datasets.load_split(name, "train", data_dir)
-    test_x, test_y = datasets.load_split(name, "test", data_dir)
     extract = lambda x: fewshot.extract_features(  # noqa: E731
         lambda batch: feature_fn(params, batch), x, config.eval_batch_size, preprocess)
-    results = fewshot.fewshot_eval(extract(train_x), train_y, extract(test_x), test_y,
-                                   datasets.num_classes(name, data_dir),
-                                   shots=config.fewshot.shots, seeds=config.fewshot.seeds)
+    train_x, train_y = datasets.load_split(name, "train", data_dir)
+    train_features = extract(train_x)
     record = {}
-    for k, r in results.items():
-        record[f"fewshot_{name}_{k}shot"] = r["mean"]
-        record[f"fewshot_{name}_{k}shot_std"] = r["std"]
+    for split in config.fewshot.eval_splits:
+        eval_x, eval_y = datasets.load_split(name, split, data_dir)
+        results = fewshot.fewshot_eval(train_features, train_y, extract(eval_x), eval_y,
+                                       datasets.num_classes(name, data_dir),
+                                       shots=config.fewshot.shots, seeds=config.fewshot.seeds)
+        prefix = f"fewshot_{name}_" + ("" if split == "test" else f"{split}_")
+        for k, r in results.items():
+            record[f"{prefix}{k}shot"] = r["mean"]
+            record[f"{prefix}{k}shot_std"] = r["std"]
     return record
 
 

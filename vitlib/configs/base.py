@@ -42,9 +42,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.checkpoint_steps = ()
     c.eval_batch_size = 1000
 
-    # Few-shot linear probe on frozen pre-logits, run with every evaluation ("" = off).
+    # Few-shot linear probe on frozen pre-logits, run with every evaluation ("" = off): shots
+    # drawn from the dataset's train split, accuracy on each of eval_splits (test, minival).
     c.fewshot = ml_collections.ConfigDict(dict(
-        dataset="digits", shots=(10,), seeds=(0, 1, 2)))
+        dataset="digits", shots=(10,), seeds=(0, 1, 2), eval_splits=("test",)))
 
     c.fsdp = False  # shard parameters and optimizer state over the mesh (large models)
     return c
