@@ -198,3 +198,17 @@ def test_fewshot_record_scores_each_split_like_fewshot_eval_on_those_features():
     bad = apply_overrides(load_config("quickstart"), ["fewshot.eval_splits=('train',)"])
     with pytest.raises(ValueError, match="fewshot.eval_splits"):
         _check_config(bad)
+
+
+def test_config_model_fields_override_the_variant_shape():
+    from vitlib.train import build_model
+
+    config = apply_overrides(load_config("quickstart"), [
+        "model.variant='Pico/7'", "model.width=96", "model.depth=3", "model.num_heads=3"])
+    cfg = build_model(config, 28, 10).config
+    assert (cfg.width, cfg.depth, cfg.num_heads, cfg.mlp_dim, cfg.patch_size) == (96, 3, 3, 256, 7)
+    default = build_model(apply_overrides(load_config("quickstart"), ["model.variant='Pico/7'"]),
+                          28, 10).config
+    assert (default.width, default.depth, default.mlp_dim, default.num_heads) == (64, 4, 256, 2)
+    with pytest.raises(ValueError, match="model.depth"):
+        build_model(apply_overrides(load_config("quickstart"), ["model.depth=-1"]), 28, 10)

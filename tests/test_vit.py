@@ -160,3 +160,39 @@ def test_patch_embedding_is_flax_valid_conv(size, patch, channels):
     g_ref, g_ours = jax.grad(ref_fn)(params), jax.grad(our_fn)(params)
     for a, b in zip(jax.tree.leaves(g_ref), jax.tree.leaves(g_ours)):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("pool, scan, remat", [("tok", True, "nothing_saveable"),
+                                               ("gap", False, "none"), ("map", True, "none")])
+def test_padded_tokens_are_invisible_outputs_and_gradients_unchanged(pool, scan, remat):
+    """pad_tokens_to adds masked zero tokens (17 -> 32 here): same parameters, outputs and
+    gradients as the unpadded model, and the encoder really runs on the padded length."""
+    plain = vit_config("Pico/7", image_size=28, num_classes=10, pool_type=pool, scan=scan,
+                       remat_policy=remat)
+    padded = plain.replace(pad_tokens_to=32)
+    params = _random_params(_init(plain))
+    assert (jax.tree_util.tree_structure(params)
+            == jax.tree_util.tree_structure(_init(padded)))
+    out_p, aux_p = ViT(plain).apply({"params": params}, IMAGES)
+    out_q, aux_q = ViT(padded).apply({"params": params}, IMAGES)
+    np.testing.assert_allclose(out_p, out_q, rtol=1e-5, atol=1e-6)
+    assert aux_q["encoded"].shape == aux_p["encoded"].shape
+    g_p = jax.grad(_loss_fn(plain))(params, IMAGES)
+    g_q = jax.grad(_loss_fn(padded))(params, IMAGES)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                           g_p, g_q)
+    hlo = jax.jit(lambda x: ViT(padded).apply({"params": params}, x)).lower(IMAGES).as_text()
+    assert "x32x" in hlo.replace("[", "x").replace(",", "x")  # a (batch, 32, width) tensor
+
+
+def test_pad_tokens_to_is_validated_and_counted_in_flops():
+    from vitlib.models import count_flops
+
+    with pytest.raises(ValueError, match="pad_tokens_to"):
+        vit_config("B/16", pad_tokens_to=-1)
+    # FLOPs: the encoder's cost grows as counted by hand for 384 instead of 257 tokens.
+    plain = vit_config("B/14", pool_type="tok")
+    w, m, depth = 768, 3072, 12
+    block = lambda t: 2 * t * 4 * w * w + 2 * 2 * t * t * w + 2 * 2 * t * w * m  # noqa: E731
+    assert (count_flops(plain.replace(pad_tokens_to=128)) - count_flops(plain)
+            == depth * (block(384) - block(257)))

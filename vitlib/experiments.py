@@ -148,6 +148,14 @@ def runs_of_many_lengths(base: str, overrides: dict, lengths, cooldown_fraction:
             for s, c in points]
 
 
+def result_of(workdir) -> dict:
+    """The result.json of a finished run, with its ``workdir`` (e.g. a branch's parent)."""
+    path = Path(workdir) / "result.json"
+    if not path.is_file():
+        raise ValueError(f"workdir: {workdir} holds no finished run (no result.json)")
+    return {**json.loads(path.read_text()), "workdir": str(workdir)}
+
+
 def metrics(workdir) -> list[dict]:
     """The records of a run's metrics.jsonl."""
     path = Path(workdir) / "metrics.jsonl"

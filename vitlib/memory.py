@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 from collections import defaultdict
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -76,7 +77,7 @@ PLAN_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
 def _train_step(variant, optimizer, devices, fsdp, remat, image_size, num_classes, dtype,
-                scan, remat_policy):
+                scan, remat_policy, model_overrides=None):
     """fit's step for a variant: (jitted step, state factory, state shardings, mesh, hyper),
     ``hyper`` being the step's lr and weight-decay inputs (as ``fit`` passes them)."""
     if optimizer not in OPTIMIZER_NAMES:
@@ -87,7 +88,8 @@ def _train_step(variant, optimizer, devices, fsdp, remat, image_size, num_classe
                          f"XLA_FLAGS=--xla_force_host_platform_device_count={devices} before "
                          f"JAX starts, or use plan_in_subprocess()")
     cfg = vit_config(variant, image_size=image_size, num_classes=num_classes, dtype=dtype,
-                     scan=scan, remat_policy=remat_policy if remat else "none")
+                     scan=scan, remat_policy=remat_policy if remat else "none",
+                     **(model_overrides or {}))
     model = ViT(cfg)
     optimizer = make_sweepable_optimizer(dict(
         optimizer=optimizer, lr=1e-3, total_steps=10, grad_clip_norm=1.0,
@@ -114,17 +116,20 @@ def _batch(batch: int, image_size: int, mesh, concrete: bool):
 def compiled_plan(variant: str, optimizer: str, batch_per_device: int, devices: int,
                   fsdp: bool = False, remat: bool = False, image_size: int = 224,
                   num_classes: int = 1000, dtype: str = "float32", scan: bool = True,
-                  remat_policy: str = "nothing_saveable") -> dict:
+                  remat_policy: str = "nothing_saveable", model: Optional[dict] = None) -> dict:
     """Per-device memory of the real training step, from XLA's analysis of its compiled program.
 
     The step is ``fit``'s (model, optimizer chain, shardings, remat/scan), lowered for abstract
     inputs on ``devices`` virtual devices and compiled; nothing is allocated. Total =
     arguments + outputs - aliased (donated state) + temporaries. Needs ``jax.devices()`` to
-    hold at least ``devices`` devices (``plan_in_subprocess`` arranges that).
+    hold at least ``devices`` devices (``plan_in_subprocess`` arranges that). ``model``
+    overrides fields of the variant's ``ViTConfig`` (or gives a whole shape with ``variant``
+    None): ``{"width": 1408, "depth": 40, "mlp_dim": 6144, "num_heads": 16, "patch_size": 14,
+    "pool_type": "tok", "pad_tokens_to": 128}``.
     """
     step, make_state, shardings, mesh, hyper = _train_step(
         variant, optimizer, devices, fsdp, remat, image_size, num_classes, dtype, scan,
-        remat_policy)
+        remat_policy, model)
     abstract = jax.tree_util.tree_map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
         jax.eval_shape(make_state), shardings)
@@ -134,8 +139,34 @@ def compiled_plan(variant: str, optimizer: str, batch_per_device: int, devices: 
     alias, temp = stats.alias_size_in_bytes, stats.temp_size_in_bytes
     return {"variant": variant, "optimizer": optimizer, "batch_per_device": batch_per_device,
             "devices": devices, "fsdp": fsdp, "remat": remat, "dtype": dtype,
-            "image_size": image_size, "argument_bytes": args, "output_bytes": outs,
+            "image_size": image_size, "model": dict(model or {}),
+            "argument_bytes": args, "output_bytes": outs,
             "alias_bytes": alias, "temp_bytes": temp, "total_bytes": args + outs - alias + temp}
+
+
+def step_flops(variant: Optional[str], optimizer: str, batch_per_device: int,
+               remat: bool = False, image_size: int = 224, num_classes: int = 1000,
+               dtype: str = "float32", model: Optional[dict] = None) -> dict:
+    """FLOPs of one training step on one device, from XLA's cost analysis.
+
+    XLA counts a loop body once whatever its trip count, so the scanned step's analysis misses
+    all layers but one. The step is therefore compiled unrolled at depth 1 and 2 (identical
+    blocks): FLOPs(depth) = F(1) + (depth - 1) * (F(2) - F(1)), exact for a stack of equal
+    blocks and cheap whatever the depth.
+    """
+    cfg = vit_config(variant, image_size=image_size, **(model or {}))
+    counts = {}
+    for depth in (1, 2):
+        step, make_state, shardings, mesh, hyper = _train_step(
+            variant, optimizer, 1, False, remat, image_size, num_classes, dtype, False,
+            "nothing_saveable", {**(model or {}), "depth": depth})
+        abstract = jax.eval_shape(make_state)
+        batch = _batch(batch_per_device, image_size, mesh, concrete=False)
+        cost = step.lower(abstract, batch, hyper).compile(PLAN_COMPILER_OPTIONS).cost_analysis()
+        counts[depth] = float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
+    per_block = counts[2] - counts[1]
+    return {"depth": cfg.depth, "flops_per_block": per_block,
+            "step_flops": counts[1] + (cfg.depth - 1) * per_block}
 
 
 def encoder_activation_bytes(variant: str, tokens: int, batch: int, remat: bool = False,

@@ -197,7 +197,8 @@ def schedules_figure(curves: dict, schedules: dict, finals: list[dict], metric: 
     """Figure 7's layout: ``metric`` vs step above (``curves[label] = (steps, values)``, the
     long runs; ``finals`` rows {label, step, value, std} as markers with error bars: branches
     and references at their lengths), learning rate vs step below (``schedules[label] =
-    (steps, lr)``). Labels sharing a prefix before ':' share a colour."""
+    (steps, lr)``). Labels sharing a prefix before ':' share a colour; lr curves labelled
+    ``<family>:main`` are solid, the others (branches, runs per length) dashed."""
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7.5), sharex=True,
                                       gridspec_kw={"height_ratios": [3, 2]})
     families = list(dict.fromkeys(label.split(":")[0]
@@ -216,8 +217,40 @@ def schedules_figure(curves: dict, schedules: dict, finals: list[dict], metric: 
     top.legend(fontsize=8)
     for label, (steps, lr) in schedules.items():
         bottom.plot(steps, lr, color=colour[label.split(":")[0]], lw=1,
-                    linestyle="-" if ":" not in label else "--")
+                    linestyle="-" if label.endswith(":main") else "--")
     bottom.set(xlabel="step", ylabel="learning rate")
     bottom.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def fit_blocks(ax, cells: list[dict], columns: list, rows: list, settings: list[str],
+               title: str, marked: tuple = ()):
+    """Figure 8's panel: one block per shape at (``column``, ``row``) of ``cells`` (dicts with
+    ``column``, ``row``, ``label``, ``first`` = index into ``settings`` of the first setting in
+    which the shape fits or None, ``speed`` in (0, 1] = relative images/s); colour = that
+    setting, shade = speed, grey = fits in none; labels in ``marked`` outlined in red."""
+    from matplotlib.colors import to_rgb
+    from matplotlib.patches import Patch, Rectangle
+
+    colours = [to_rgb(f"C{i}") for i in range(len(settings))]
+    for cell in cells:
+        x, y = columns.index(cell["column"]), rows.index(cell["row"])
+        if cell["first"] is None:
+            face = (0.85, 0.85, 0.85)
+        else:  # slower shapes are paler
+            base, shade = colours[cell["first"]], 0.25 + 0.75 * float(cell["speed"])
+            face = tuple(1 - shade * (1 - c) for c in base)
+        edge = "red" if cell["label"] in marked else "white"
+        ax.add_patch(Rectangle((x - 0.45, y - 0.45), 0.9, 0.9, facecolor=face, edgecolor=edge,
+                               lw=2.5 if edge == "red" else 1))
+        if cell["label"] in marked:
+            ax.text(x, y, cell["label"], ha="center", va="center", fontsize=7)
+    ax.set_xlim(-0.6, len(columns) - 0.4)
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_xticks(range(len(columns)), [str(c) for c in columns], fontsize=8)
+    ax.set_yticks(range(len(rows)), [str(r) for r in rows], fontsize=8)
+    ax.set(xlabel="width", ylabel="depth", title=title)
+    ax.legend(handles=[Patch(color=c, label=f"fits from: {s}") for c, s in zip(colours, settings)]
+              + [Patch(color=(0.85, 0.85, 0.85), label="fits in none")],
+              fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))

@@ -72,7 +72,15 @@ def _check_config(config) -> None:
 
 def build_model(config, image_size: int, num_classes: int) -> ViT:
     m = config.model
-    return ViT(vit_config(m.variant, image_size=image_size, num_classes=num_classes,
+    shape = {}
+    for field in ("width", "depth", "mlp_dim", "num_heads"):
+        value = m[field]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"model.{field}: must be an integer >= 0 (0 = the variant's), got "
+                             f"{value!r}")
+        if value:
+            shape[field] = value
+    return ViT(vit_config(m.variant, **shape, image_size=image_size, num_classes=num_classes,
                           pool_type=m.pool_type, posemb=m.posemb,
                           representation_size=m.representation_size or None, dtype=m.dtype,
                           param_dtype=m.param_dtype, scan=m.scan, remat_policy=m.remat_policy))

@@ -13,9 +13,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval_splits = ("test", "minival")
     c.seed = 0  # parameter init and batch order
 
+    # width, depth, mlp_dim, num_heads: 0 = the variant's; others override it (custom shapes).
     c.model = ml_collections.ConfigDict(dict(
-        variant="Pico/4", pool_type="gap", posemb="learn", representation_size=0,
-        dtype="float32", param_dtype="float32", scan=False, remat_policy="none"))
+        variant="Pico/4", width=0, depth=0, mlp_dim=0, num_heads=0, pool_type="gap",
+        posemb="learn", representation_size=0, dtype="float32", param_dtype="float32",
+        scan=False, remat_policy="none"))
     c.image_size = 0  # input resolution; 0 = the dataset's own (others: bilinear resize)
     c.loss = "softmax"  # softmax | sigmoid (cross-entropy)
     c.label_smoothing = 0.0  # in [0, 1): targets mixed with the uniform distribution

@@ -65,10 +65,12 @@ def count_flops(cfg: ViTConfig, image_size: Optional[int] = None, in_channels: i
     w, p, m = cfg.width, cfg.patch_size, cfg.mlp_dim
     patches = num_patches(image_size, p)
     tokens = patches + int(cfg.pool_type == "tok")
+    # Padding tokens are computed on too.
+    encoder_tokens = padded_length(tokens, cfg.pad_tokens_to) if cfg.pad_tokens_to else tokens
     flops = 2 * patches * (p * p * in_channels) * w  # patch embedding
-    per_block = (2 * tokens * 4 * w * w  # q, k, v and output projections
-                 + 2 * 2 * tokens * tokens * w  # scores q.k and weighted sum of values
-                 + 2 * 2 * tokens * w * m)  # MLP
+    per_block = (2 * encoder_tokens * 4 * w * w  # q, k, v and output projections
+                 + 2 * 2 * encoder_tokens * encoder_tokens * w  # scores and weighted values
+                 + 2 * 2 * encoder_tokens * w * m)  # MLP
     flops += cfg.depth * per_block
     if cfg.pool_type == "map":
         flops += (2 * w * w  # probe query projection

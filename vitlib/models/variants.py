@@ -82,6 +82,9 @@ class ViTConfig:
     param_dtype: str = "float32"
     scan: bool = False  # lax.scan over encoder blocks (stacked params)
     remat_policy: str = "none"
+    # Pad the encoder's token axis with masked zero tokens to a multiple of this (0 = off), as
+    # accelerators that tile the sequence do (257 tokens -> 384 at 128): memory planning.
+    pad_tokens_to: int = 0
     variant: Optional[str] = None  # the name it was built from, for display only
 
     def __post_init__(self):
@@ -93,6 +96,10 @@ class ViTConfig:
             raise ValueError(f"num_classes: must be an integer >= 0, got {self.num_classes!r}")
         if self.representation_size is not None:
             _check_positive_int("representation_size", self.representation_size)
+        if (isinstance(self.pad_tokens_to, bool) or not isinstance(self.pad_tokens_to, int)
+                or self.pad_tokens_to < 0):
+            raise ValueError(f"pad_tokens_to: must be an integer >= 0 (0 = no padding), got "
+                             f"{self.pad_tokens_to!r}")
         _check_choice("posemb", self.posemb, POSEMB_TYPES)
         _check_choice("pool_type", self.pool_type, POOL_TYPES)
         _check_choice("remat_policy", self.remat_policy, REMAT_POLICIES)

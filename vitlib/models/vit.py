@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import flax.linen as nn
 
+from vitlib.models.counting import padded_length
 from vitlib.models.variants import ViTConfig, check_image_size
 
 
@@ -70,7 +71,8 @@ class MlpBlock(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-    """Pre-LN block. Takes and returns ``(x, None)`` so it can be the body of ``nn.scan``."""
+    """Pre-LN block. Takes ``(x, mask)`` (``mask``: which keys attention may see, None = all)
+    and returns ``(x, None)`` so it can be the body of ``nn.scan``."""
 
     mlp_dim: int
     num_heads: int
@@ -78,14 +80,14 @@ class EncoderBlock(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, _=None):
+    def __call__(self, x, mask=None):
         norm = lambda name: nn.LayerNorm(  # noqa: E731
             dtype=self.dtype, param_dtype=self.param_dtype, name=name)
         y = norm("LayerNorm_0")(x)
         y = nn.MultiHeadDotProductAttention(
             num_heads=self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype,
             kernel_init=nn.initializers.xavier_uniform(), name="MultiHeadDotProductAttention_0",
-        )(y, y)
+        )(y, y, mask=mask)
         x = x + y
         y = norm("LayerNorm_1")(x)
         y = MlpBlock(self.mlp_dim, self.dtype, self.param_dtype, name="MlpBlock_0")(y)
@@ -102,7 +104,7 @@ class Encoder(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, mask=None):
         block_cls = EncoderBlock
         if self.remat_policy != "none":
             block_cls = nn.remat(
@@ -114,11 +116,12 @@ class Encoder(nn.Module):
                       param_dtype=self.param_dtype)
         if self.scan:
             scanned = nn.scan(block_cls, variable_axes={"params": 0},
-                              split_rngs={"params": True}, length=self.depth)
-            x, _ = scanned(name="encoderblock", **kwargs)(x, None)
+                              split_rngs={"params": True}, in_axes=nn.broadcast,
+                              length=self.depth)
+            x, _ = scanned(name="encoderblock", **kwargs)(x, mask)
         else:
             for layer in range(self.depth):
-                x, _ = block_cls(name=f"encoderblock_{layer}", **kwargs)(x, None)
+                x, _ = block_cls(name=f"encoderblock_{layer}", **kwargs)(x, mask)
         return nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype,
                             name="encoder_norm")(x)
 
@@ -174,9 +177,16 @@ class ViT(nn.Module):
             cls = self.param("cls", nn.initializers.zeros, (1, 1, c), param_dtype)
             x = jnp.concatenate([jnp.tile(cls.astype(dtype), [n, 1, 1]), x], axis=1)
 
+        tokens, mask = x.shape[1], None
+        if cfg.pad_tokens_to and padded_length(tokens, cfg.pad_tokens_to) > tokens:
+            # What an accelerator that tiles the sequence does: zero tokens up to a multiple,
+            # invisible to attention and dropped after the encoder (outputs unchanged).
+            x = jnp.pad(x, ((0, 0), (0, padded_length(tokens, cfg.pad_tokens_to) - tokens),
+                            (0, 0)))
+            mask = (jnp.arange(x.shape[1]) < tokens)[None, None, None, :]
         x = Encoder(depth=cfg.depth, mlp_dim=cfg.mlp_dim, num_heads=cfg.num_heads,
                     scan=cfg.scan, remat_policy=cfg.remat_policy, dtype=dtype,
-                    param_dtype=param_dtype, name="Transformer")(x)
+                    param_dtype=param_dtype, name="Transformer")(x, mask)[:, :tokens]
         aux = {"encoded": x}
 
         if cfg.pool_type == "map":

@@ -1,0 +1,70 @@
+"""The fit map's planning grid: shapes by rule, cached plans in worker processes, FLOPs of the
+step extrapolated over depth against a direct compile and the analytic count."""
+import jax
+import pytest
+
+from vitlib import fit_map
+from vitlib.memory import PLAN_COMPILER_OPTIONS, _batch, _train_step, compiled_plan, step_flops
+from vitlib.models import count_flops, vit_config
+
+TINY = dict(image_size=28, num_classes=10)
+
+
+def test_shapes_follow_the_rule_and_the_paper_rows():
+    grid = fit_map.shape_grid([4, 8], [128, 192])
+    assert [(s["depth"], s["width"], s["num_heads"], s["mlp_dim"]) for s in grid] == [
+        (4, 128, 2, 512), (4, 192, 3, 768), (8, 128, 2, 512), (8, 192, 3, 768)]
+    g = fit_map.paper_shapes(["G/14"])[0]
+    assert (g["width"], g["depth"], g["mlp_dim"], g["num_heads"]) == (1664, 48, 8192, 16)
+    with pytest.raises(ValueError, match="width"):
+        fit_map.shape(100, 4)
+    with pytest.raises(ValueError, match="names"):
+        fit_map.paper_shapes(["X/14"])
+
+
+def test_step_flops_extrapolate_exactly_and_match_the_analytic_count():
+    model = {"width": 64, "depth": 3, "mlp_dim": 256, "num_heads": 2, "patch_size": 7}
+    counted = step_flops(None, "adam", 4, **TINY, model=model)
+    # The unrolled depth-3 step compiled directly: extrapolation from depths 1 and 2 is exact.
+    step, make_state, _, mesh, hyper = _train_step(None, "adam", 1, False, False, 28, 10,
+                                                   "float32", False, "nothing_saveable", model)
+    cost = step.lower(jax.eval_shape(make_state), _batch(4, 28, mesh, False), hyper).compile(
+        PLAN_COMPILER_OPTIONS).cost_analysis()
+    direct = float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
+    assert counted["step_flops"] == pytest.approx(direct, rel=1e-6)  # up to scalar bookkeeping
+    # Training is ~3 forward passes (forward, two backward matmuls); XLA adds element-wise work.
+    forward = count_flops(vit_config(**model, image_size=28, num_classes=10), in_channels=3)
+    assert 3.0 <= counted["step_flops"] / (4 * forward) <= 3.6
+
+
+def test_plan_fit_map_plans_each_cell_once_and_reads_back(tmp_path, monkeypatch):
+    shapes = fit_map.shape_grid([2], [64], patch_size=7)
+    settings = {"tok + adam": {"pool_type": "tok", "optimizer": "adam"},
+                "map + adafactor": {"pool_type": "map", "optimizer": "adafactor_bv"}}
+    rows = fit_map.plan_fit_map(shapes, tmp_path, settings, batch_per_device=4, image_size=28,
+                                num_classes=10, pad_tokens_to=32, core_gib=1e-4,
+                                progress=False)
+    assert len(rows) == 4 and len(list(tmp_path.glob("*.json"))) == 8
+    by = {(r["setting"], r["remat"]): r for r in rows}
+    # Against a direct plan in this process: the class token padded from 17 to 32 tokens.
+    direct = compiled_plan(None, "adam", 4, 1, remat=True, **TINY, model={
+        **{k: shapes[0][k] for k in ("width", "depth", "mlp_dim", "num_heads", "patch_size")},
+        "pool_type": "tok", "pad_tokens_to": 32})
+    assert by["tok + adam", True]["total_gib"] * 2 ** 30 == direct["total_bytes"]
+    assert by["tok + adam", False]["total_gib"] > by["map + adafactor", False]["total_gib"]
+    assert not any(r["fits"] for r in rows)  # 1e-4 GiB: nothing fits
+    flops = {r["remat"]: r["train_flops_per_image"] for r in rows if r["optimizer"] == "adam"}
+    assert flops[True] > flops[False]  # remat recomputes the forward pass
+
+    def refuse(*args):
+        raise AssertionError("a cached plan was compiled again")
+    monkeypatch.setattr(fit_map, "_run_in_process", refuse)
+    again = fit_map.plan_fit_map(shapes, tmp_path, settings, batch_per_device=4, image_size=28,
+                                 num_classes=10, pad_tokens_to=32, core_gib=1e-4,
+                                 progress=False)
+    assert again == rows
+    first = fit_map.first_fitting_setting(
+        [{**r, "fits": r["setting"] == "map + adafactor"} for r in rows], settings, remat=True)
+    assert first == {shapes[0]["name"]: 1}
+    with pytest.raises(ValueError, match="settings"):
+        fit_map.plan_fit_map(shapes, tmp_path, {"x": {"optimizer": "adam"}}, progress=False)
