@@ -68,3 +68,18 @@ def test_plan_fit_map_plans_each_cell_once_and_reads_back(tmp_path, monkeypatch)
     assert first == {shapes[0]["name"]: 1}
     with pytest.raises(ValueError, match="settings"):
         fit_map.plan_fit_map(shapes, tmp_path, {"x": {"optimizer": "adam"}}, progress=False)
+
+
+def test_temporaries_breakdown_names_the_gradient_tree():
+    from vitlib.memory import temporaries_breakdown
+    from vitlib.models import count_params
+
+    report = temporaries_breakdown("Ti/16", "adafactor_bv", 4, remat=True, image_size=64)
+    expected = 4 * count_params(vit_config("Ti/16", image_size=64, num_classes=1000)) / 2 ** 30
+    assert report["param_gib"] == pytest.approx(expected, rel=1e-9)
+    rows = {r["program"]: r for r in report["rows"]}
+    assert rows["loss and gradients"]["output_gib"] == pytest.approx(expected, rel=1e-3)
+    assert report["accounted"]  # SGD step temporaries = backward working set + gradients
+    assert [r["program"] for r in report["rows"]][-2:] == [
+        "train step (adafactor_bv)", "train step, bfloat16 params (adafactor_bv)"]
+    assert "GiB" in report["explanation"]

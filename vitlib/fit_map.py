@@ -149,7 +149,8 @@ def plan_fit_map(shapes: list[dict], cache_dir, settings: Optional[dict] = None,
                  image_size: int = 224, num_classes: int = 1000, pad_tokens_to: int = 128,
                  core_gib: float = 16.0, workers: int = 2, progress: bool = True) -> list[dict]:
     """One row per (shape, setting, remat): the compiled step's memory on one device, whether
-    it fits ``core_gib``, and the step's FLOPs per image (for relative speed).
+    it fits ``core_gib``, and the step's FLOPs per image (for relative speed; counted with
+    the setting's pooling and token padding, the optimizer's element-wise work left out).
 
     ``pad_tokens_to`` is the accelerator's tiling of the token axis (TPUs: 128), so a class
     token makes 257 tokens cost 384; 0 plans the exact length.
@@ -174,8 +175,9 @@ def plan_fit_map(shapes: list[dict], cache_dir, settings: Optional[dict] = None,
     memory = [{"kind": "memory", "optimizer": setting["optimizer"], "remat": r, **common,
                "model": _model(s, setting["pool_type"], pad_tokens_to)}
               for s, name, setting, r in cells]
-    # FLOPs do not need the depth (extrapolated from depths 1 and 2): one count per rest.
-    flops = [{"kind": "flops", "optimizer": setting["optimizer"], "remat": r, **common,
+    # FLOPs do not need the depth (extrapolated from depths 1 and 2) nor the optimizer (its
+    # element-wise work is negligible; adafactor_bv for all): one count per pooling and remat.
+    flops = [{"kind": "flops", "optimizer": "adafactor_bv", "remat": r, **common,
               "model": _model({**s, "depth": 1}, setting["pool_type"], pad_tokens_to)}
              for s, name, setting, r in cells]
     results = run_cached_specs(memory + flops, cache_dir, workers, progress=progress)

@@ -26,7 +26,7 @@ import numpy as np
 from vitlib.models import ViT, vit_config
 from vitlib.optim import make_optimizer, make_sweepable_optimizer
 from vitlib.sharding import batch_sharding, make_mesh, replicated, state_shardings
-from vitlib.steps import init_state, make_train_step
+from vitlib.steps import init_state, loss_value, make_train_step
 
 OPTIMIZER_NAMES = ("adam", "adam_hp", "adafactor_bv", "adafactor")
 
@@ -167,6 +167,77 @@ def step_flops(variant: Optional[str], optimizer: str, batch_per_device: int,
     per_block = counts[2] - counts[1]
     return {"depth": cfg.depth, "flops_per_block": per_block,
             "step_flops": counts[1] + (cfg.depth - 1) * per_block}
+
+
+def temporaries_breakdown(variant: str, optimizer: str, batch_per_device: int,
+                          remat: bool = True, image_size: int = 224, num_classes: int = 1000,
+                          **model) -> dict:
+    """What the temporaries of the compiled training step (one device) are, by compiling the
+    step's parts on their own: the loss alone (forward activations), loss + gradients (the
+    gradients as outputs: backward working set as temporaries), a plain SGD step with the
+    state donated (gradients become temporaries), the full step (optimizer intermediates on
+    top), and the full step with bfloat16 parameters (so gradients and updates in bfloat16).
+
+    ``rows``: one per program with its argument/output/temporary GiB; ``accounted`` is whether
+    the SGD step's temporaries equal the backward working set plus one gradient tree (5%).
+    """
+    cfg = vit_config(variant, image_size=image_size, num_classes=num_classes, scan=True,
+                     remat_policy="nothing_saveable" if remat else "none", **model)
+    vit = ViT(cfg)
+    images = jax.ShapeDtypeStruct((batch_per_device, image_size, image_size, 3), jnp.float32)
+    labels = jax.ShapeDtypeStruct((batch_per_device,), jnp.int32)
+    params = jax.eval_shape(lambda x: vit.init(jax.random.PRNGKey(0), x),
+                            jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+                            )["params"]
+    param_bytes = sum(bytes_by_dtype(params).values())
+
+    def loss(p, x, y):
+        return loss_value("sigmoid", vit.apply({"params": p}, x)[0], y)
+
+    def sgd(p, x, y):
+        grads = jax.grad(loss)(p, x, y)
+        return jax.tree_util.tree_map(lambda a, g: a - 1e-3 * g, p, grads)
+
+    def analysed(fn, donate=()):
+        stats = jax.jit(fn, donate_argnums=donate).lower(params, images, labels).compile(
+            PLAN_COMPILER_OPTIONS).memory_analysis()
+        return {"argument_gib": stats.argument_size_in_bytes / 2 ** 30,
+                "output_gib": stats.output_size_in_bytes / 2 ** 30,
+                "temp_gib": stats.temp_size_in_bytes / 2 ** 30, "total_gib": None}
+
+    rows = [{"program": "loss (forward)", **analysed(loss)},
+            {"program": "loss and gradients", **analysed(jax.value_and_grad(loss))},
+            {"program": "SGD step, state donated", **analysed(sgd, donate=(0,))}]
+    for label, overrides in (("train step", model),
+                             ("train step, bfloat16 params", {**model, "param_dtype": "bfloat16"})):
+        plan = compiled_plan(variant, optimizer, batch_per_device, 1, remat=remat,
+                             image_size=image_size, num_classes=num_classes, model=overrides)
+        rows.append({"program": f"{label} ({optimizer})",
+                     "argument_gib": plan["argument_bytes"] / 2 ** 30,
+                     "output_gib": plan["output_bytes"] / 2 ** 30,
+                     "temp_gib": plan["temp_bytes"] / 2 ** 30,
+                     "total_gib": plan["total_bytes"] / 2 ** 30})
+    by = {r["program"].split(" (")[0]: r for r in rows}
+    gradients_gib = param_bytes / 2 ** 30
+    backward = by["loss and gradients"]["temp_gib"]
+    sgd_temp = by["SGD step, state donated"]["temp_gib"]
+    step = by["train step"]
+    optimizer_gib = step["temp_gib"] - sgd_temp
+    half = by["train step, bfloat16 params"]
+    explanation = (
+        f"{variant}, {batch_per_device} images, remat={remat}: the step's "
+        f"{step['temp_gib']:.2f} GiB of temporaries are the fp32 gradient tree "
+        f"({gradients_gib:.2f} GiB: every gradient exists before the global-norm clip and the "
+        f"update read them), the backward pass's working set ({backward:.2f} GiB; the forward "
+        f"alone needs {by['loss']['temp_gib']:.2f} GiB) and the optimizer's "
+        f"intermediates ({optimizer_gib:.2f} GiB). None of them grows with the batch. With "
+        f"bfloat16 parameters the arguments shrink to {half['argument_gib']:.2f} GiB but the "
+        f"temporaries stay {half['temp_gib']:.2f} GiB (the optimizer computes in float32): "
+        f"{half['total_gib']:.2f} GiB in all instead of {step['total_gib']:.2f} GiB.")
+    return {"rows": rows, "param_gib": gradients_gib, "backward_gib": backward,
+            "optimizer_intermediates_gib": optimizer_gib, "explanation": explanation,
+            "accounted": bool(abs(sgd_temp - (backward + gradients_gib))
+                              <= 0.05 * sgd_temp)}
 
 
 def encoder_activation_bytes(variant: str, tokens: int, batch: int, remat: bool = False,
