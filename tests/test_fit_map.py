@@ -43,7 +43,7 @@ def test_plan_fit_map_plans_each_cell_once_and_reads_back(tmp_path, monkeypatch)
                 "map + adafactor": {"pool_type": "map", "optimizer": "adafactor_bv"}}
     rows = fit_map.plan_fit_map(shapes, tmp_path, settings, batch_per_device=4, image_size=28,
                                 num_classes=10, pad_tokens_to=32, core_gib=1e-4,
-                                progress=False)
+                                per_process=8, progress=False)
     assert len(rows) == 4 and len(list(tmp_path.glob("*.json"))) == 8
     by = {(r["setting"], r["remat"]): r for r in rows}
     # Against a direct plan in this process: the class token padded from 17 to 32 tokens.

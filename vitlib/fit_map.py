@@ -147,13 +147,15 @@ def run_cached_specs(specs: list[dict], cache_dir, workers: int = 2, per_process
 def plan_fit_map(shapes: list[dict], cache_dir, settings: Optional[dict] = None,
                  batch_per_device: int = 32, remat: Iterable[bool] = (False, True),
                  image_size: int = 224, num_classes: int = 1000, pad_tokens_to: int = 128,
-                 core_gib: float = 16.0, workers: int = 2, progress: bool = True) -> list[dict]:
+                 core_gib: float = 16.0, workers: int = 2, per_process: int = 6,
+                 progress: bool = True) -> list[dict]:
     """One row per (shape, setting, remat): the compiled step's memory on one device, whether
     it fits ``core_gib``, and the step's FLOPs per image (for relative speed; counted with
     the setting's pooling and token padding, the optimizer's element-wise work left out).
 
     ``pad_tokens_to`` is the accelerator's tiling of the token axis (TPUs: 128), so a class
-    token makes 257 tokens cost 384; 0 plans the exact length.
+    token makes 257 tokens cost 384; 0 plans the exact length. ``workers`` processes plan
+    ``per_process`` plans each at a time (see ``run_cached_specs``).
     """
     settings = SETTINGS if settings is None else settings
     if not shapes:
@@ -180,7 +182,8 @@ def plan_fit_map(shapes: list[dict], cache_dir, settings: Optional[dict] = None,
     flops = [{"kind": "flops", "optimizer": "adafactor_bv", "remat": r, **common,
               "model": _model({**s, "depth": 1}, setting["pool_type"], pad_tokens_to)}
              for s, name, setting, r in cells]
-    results = run_cached_specs(memory + flops, cache_dir, workers, progress=progress)
+    results = run_cached_specs(memory + flops, cache_dir, workers, per_process,
+                               progress=progress)
     rows = []
     for (s, name, setting, r), plan, count in zip(cells, results[:len(cells)],
                                                   results[len(cells):]):
