@@ -122,13 +122,15 @@ def run_cached_specs(specs: list[dict], cache_dir, workers: int = 2, per_process
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{field}: must be a positive integer, got {value!r}")
     cache_dir = Path(cache_dir)
-    results, missing = {}, []
-    for spec in specs:
-        path = cache_dir / f"{_key(spec)}.json"
+    keys = [_key(spec) for spec in specs]
+    results, missing = {}, {}
+    for key, spec in zip(keys, specs):
+        path = cache_dir / f"{key}.json"
         if path.is_file():
-            results[_key(spec)] = json.loads(path.read_text())["result"]
-        elif _key(spec) not in {_key(m) for m in missing}:
-            missing.append(spec)
+            results[key] = json.loads(path.read_text())["result"]
+        else:
+            missing.setdefault(key, spec)  # a spec asked for twice is planned once
+    missing = list(missing.values())
     chunks = [missing[i:i + per_process] for i in range(0, len(missing), per_process)]
     bar = tqdm(total=len(missing), desc="compiling plans", unit="plan", disable=not progress)
 
@@ -141,7 +143,7 @@ def run_cached_specs(specs: list[dict], cache_dir, workers: int = 2, per_process
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(plan_chunk, chunks))
     bar.close()
-    return [results[_key(spec)] for spec in specs]
+    return [results[key] for key in keys]
 
 
 def plan_fit_map(shapes: list[dict], cache_dir, settings: Optional[dict] = None,
@@ -205,8 +207,7 @@ def first_fitting_setting(rows: list[dict], settings: Iterable[str], remat: bool
     for row in rows:
         if row["remat"] != remat:
             continue
-        index = order.index(row["setting"]) if row["fits"] else None
-        best = first.get(row["name"], None)
-        if row["name"] not in first or (index is not None and (best is None or index < best)):
-            first[row["name"]] = index
+        best = first.setdefault(row["name"], None)
+        if row["fits"] and (best is None or order.index(row["setting"]) < best):
+            first[row["name"]] = order.index(row["setting"])
     return first
