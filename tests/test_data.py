@@ -183,3 +183,21 @@ def test_nested_subsets_lie_inside_each_other_whatever_the_seed():
     for bad in (-1, 1001, 2.5):
         with pytest.raises(ValueError, match=f"train_examples: {bad!r}"):
             nested_subset(images, labels, bad)
+
+
+def test_processes_preparing_the_same_dataset_at_once_all_succeed(tmp_path):
+    """Test workers and notebook kernels prepare data into one empty TFDS folder at the same
+    time; each must end with the whole dataset (none may delete another's files)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from vitlib import datasets; "
+            "x, y = datasets.load_split('digits', 'test', sys.argv[1]); print(len(y))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+        assert int(out.split()[-1]) > 500
+    assert not list((tmp_path / "vitlib_digits").glob("incomplete*"))

@@ -11,6 +11,7 @@ choosing hyper-parameters) and ``test``. Prepared data lives under the TFDS data
 """
 from __future__ import annotations
 
+import fcntl
 import functools
 import gzip
 import hashlib
@@ -181,15 +182,25 @@ def prepare(name: str, data_dir: Optional[str] = None, source_dir: Optional[str]
         builder = tfds.builder(name, data_dir=str(root), file_format="array_record")
         builder.download_and_prepare()
         return builder
-    builder = _builders()[name](source_dir=source_dir, data_dir=str(root),
-                                file_format="array_record")
-    if not Path(builder.data_dir).joinpath("dataset_info.json").is_file():
-        try:
-            builder.download_and_prepare(
-                download_config=tfds.download.DownloadConfig(try_download_gcs=False))
-        finally:  # TFDS writes into 'incomplete.*' and renames; drop leftovers of a failure
-            for leftover in Path(builder.data_dir).parent.glob("incomplete*"):
-                shutil.rmtree(leftover, ignore_errors=True)
+    make = lambda: _builders()[name](source_dir=source_dir, data_dir=str(root),  # noqa: E731
+                                     file_format="array_record")
+    builder = make()
+    if Path(builder.data_dir).joinpath("dataset_info.json").is_file():
+        return builder
+    # Processes preparing at once (test workers, notebook kernels) take turns: the cleanup
+    # below would otherwise delete another process's half-written files.
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{name}.prepare.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        builder = make()  # another process may have prepared it while this one waited
+        if not Path(builder.data_dir).joinpath("dataset_info.json").is_file():
+            try:
+                builder.download_and_prepare(
+                    download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+            finally:  # TFDS writes into 'incomplete.*' and renames; drop leftovers of a failure
+                for leftover in Path(builder.data_dir).parent.glob("incomplete*"):
+                    shutil.rmtree(leftover, ignore_errors=True)
+            builder = make()
     return builder
 
 
