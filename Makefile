@@ -49,7 +49,7 @@ test: $(STAMP) data
 		notebooks --nbval-lax --nbval-current-env -q --durations=15
 
 reproduce: $(STAMP) data
-	$(BIN)/python -m vitlib.reproduce --profile $(PROFILE)
+	$(BIN)/python -m vitlib.study.reproduce --profile $(PROFILE)
 
 # Resumes if runs/quickstart holds a checkpoint; remove the folder for a fresh run.
 quickstart: $(STAMP) data
@@ -63,7 +63,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sweep_overhead.py
 
 zoo: $(STAMP)
-	$(BIN)/python -m vitlib.zoo
+	$(BIN)/python -m vitlib.models.zoo
 
 # Re-resolve dependencies from pyproject.toml into requirements.lock and environment.yml.
 lock:

@@ -1,5 +1,5 @@
 """How much of a sweep's wall time goes to training: a small reference sweep through
-``vitlib.experiments`` against the pure time of its compiled train step. ``make bench`` runs it.
+``vitlib.study.experiments`` against the pure time of its compiled train step. ``make bench`` runs it.
 
 Reference sweep (shaped like notebook 04's, fewer runs): Pico/7 on Fashion-MNIST, batch 256,
 STEPS steps per run, evaluation every 50 steps on test + minival, checkpoint at the end; the
@@ -32,10 +32,12 @@ os.environ["VITLIB_COMPILATION_CACHE"] = tempfile.mkdtemp(prefix="vitlib-bench-j
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vitlib import datasets, experiments, train  # noqa: E402
-from vitlib.artifacts import write_json  # noqa: E402
-from vitlib.data import train_batch  # noqa: E402
-from vitlib.sharding import replicated, shard_batch  # noqa: E402
+from vitlib.data import datasets  # noqa: E402
+from vitlib.data.batches import train_batch  # noqa: E402
+from vitlib.files import write_json  # noqa: E402
+from vitlib.study import experiments  # noqa: E402
+from vitlib.train import build, programs as compiled  # noqa: E402
+from vitlib.train.sharding import replicated, shard_batch  # noqa: E402
 
 BASE = {"dataset": "fashion_mnist", "model.variant": "Pico/7", "batch_size": 256,
         "eval_every": 50, "log_every": 50, "augment.flip": False, "fewshot.dataset": "",
@@ -56,7 +58,7 @@ def run_sweep(mode: str, steps: int, root: Path) -> list[dict]:
             **BASE, **varied, "total_steps": steps, "checkpoint_every": steps,
             "eval_subset": 0 if per_run_compile else 1000})
         if per_run_compile:
-            train._PROGRAMS.clear()
+            compiled._PROGRAMS.clear()
             jax.clear_caches()
         start = time.perf_counter()
         result = experiments.run_cached(config, root, f"{mode}-{i}")
@@ -75,9 +77,9 @@ def run_sweep(mode: str, steps: int, root: Path) -> list[dict]:
 def pure_step_seconds(config, rounds: int = 5, steps: int = 30) -> float:
     """Median seconds per step of the compiled train step with its inputs already placed."""
     x, y = datasets.load_split(config.dataset, config.train_split)
-    model = train.build_model(config, x.shape[1], datasets.num_classes(config.dataset))
-    optimizer = train.make_tx(config)
-    programs = train.programs_for(config, model, optimizer.tx, (x.shape[1], x.shape[2], 1))
+    model = build.build_model(config, x.shape[1], datasets.num_classes(config.dataset))
+    optimizer = build.make_tx(config)
+    programs = compiled.programs_for(config, model, optimizer.tx, (x.shape[1], x.shape[2], 1))
     state = programs.init(config.seed)
     batch = shard_batch(train_batch(x, y, 0, config.batch_size, config.seed), programs.mesh)
     hyper = {"lr": np.float32(1e-3), "weight_decay": jax.device_put(

@@ -24,10 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vitlib.artifacts import write_json
+from vitlib.files import write_json
 from vitlib.models import ViT, count_flops, vit_config
-from vitlib.optim import make_optimizer
-from vitlib.steps import init_state, make_feature_fn, make_train_step, micro_batches_for
+from vitlib.optim.chain import make_optimizer
+from vitlib.train.steps import init_state, make_feature_fn, make_train_step, micro_batches_for
 
 sys.path.insert(0, str(Path(__file__).parent))
 from torch_vit import TorchViT  # noqa: E402

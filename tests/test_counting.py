@@ -4,8 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vitlib.models import (ViT, count_flops, count_params, padded_length, sequence_length,
-                           vit_config)
+from vitlib.models import ViT, count_flops, count_params, padded_length, sequence_length, vit_config
 from vitlib.models.counting import xla_forward_flops
 
 # Paper Table 2 as printed (params in M, GFLOPs at 224px); this copy is the test's own.

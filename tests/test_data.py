@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vitlib import datasets
-from vitlib.data import (Augment, Prefetcher, batch_indices, eval_batches, preprocess,
-                         train_batch)
+from vitlib.data import datasets
+from vitlib.data.augment import Augment, preprocess
+from vitlib.data.batches import Prefetcher, batch_indices, eval_batches, train_batch
 
 FMNIST = Path(datasets.DEFAULT_FASHION_MNIST_DIR)
 needs_fmnist = pytest.mark.skipif(
@@ -173,7 +173,7 @@ def test_prefetcher_yields_in_order_and_reraises():
 
 
 def test_nested_subsets_lie_inside_each_other_whatever_the_seed():
-    from vitlib.data import nested_subset
+    from vitlib.data.batches import nested_subset
 
     images = np.arange(1000, dtype=np.uint8).reshape(1000, 1, 1, 1) % 251
     labels = np.arange(1000)
@@ -191,7 +191,7 @@ def test_processes_preparing_the_same_dataset_at_once_all_succeed(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from vitlib import datasets; "
+    code = ("import sys; from vitlib.data import datasets; "
             "x, y = datasets.load_split('digits', 'test', sys.argv[1]); print(len(y))")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

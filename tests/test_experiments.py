@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vitlib import experiments, train
-from vitlib.schedules import cooldown_branch
+from vitlib.optim.schedules import cooldown_branch
+from vitlib.study import experiments
+from vitlib.train import loop
 
 TINY = {"dataset": "digits", "model.variant": "Pico/7", "total_steps": 4, "batch_size": 16,
         "eval_batch_size": 100, "log_every": 2, "fewshot.dataset": "", "augment.flip": False,
@@ -33,9 +34,9 @@ def test_sweep_caches_finished_runs(tmp_path):
 def test_a_new_numerics_version_retrains_instead_of_reading_old_results(tmp_path, monkeypatch):
     config = experiments.make_config("quickstart", TINY)
     first = experiments.run_cached(config, tmp_path)
-    assert first["numerics_version"] == train.NUMERICS_VERSION
-    monkeypatch.setattr(experiments, "NUMERICS_VERSION", train.NUMERICS_VERSION + 1)
-    monkeypatch.setattr(train, "NUMERICS_VERSION", train.NUMERICS_VERSION + 1)
+    assert first["numerics_version"] == loop.NUMERICS_VERSION
+    monkeypatch.setattr(experiments, "NUMERICS_VERSION", loop.NUMERICS_VERSION + 1)
+    monkeypatch.setattr(loop, "NUMERICS_VERSION", loop.NUMERICS_VERSION + 1)
     again = experiments.run_cached(config, tmp_path)
     assert again["cached"] is False and again["workdir"] != first["workdir"]
 
@@ -91,7 +92,7 @@ def test_branch_points_must_exist_inside_the_parent(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):  # parent never trained
         experiments.branch(parent, at_step=6, cooldown_steps=4)
     with pytest.raises(ValueError, match=r"checkpoint_steps: \(99,\) is not allowed"):
-        train.fit(experiments.make_config("quickstart", {**PARENT, "checkpoint_steps": (99,)}),
+        loop.fit(experiments.make_config("quickstart", {**PARENT, "checkpoint_steps": (99,)}),
                   tmp_path / "bad", progress=False)
 
 

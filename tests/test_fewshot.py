@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from vitlib import fewshot
+from vitlib.evals import fewshot
 
 
 def _reference_accuracy(train_x, train_y, test_x, test_y, num_classes, l2):

@@ -7,11 +7,12 @@ import nbformat
 import numpy as np
 import pytest
 
-from vitlib import findings, reproduce
-from vitlib.artifacts import results_dir, write_json
-from vitlib.findings import (ClaimCheckFailed, Findings, pooled_std, verdict_all, verdict_greater,
-                             verdict_within)
-from vitlib.profiles import by_profile, resolve_profile
+from vitlib.files import write_json
+from vitlib.study import findings, reproduce
+from vitlib.study.findings import (ClaimCheckFailed, Findings, pooled_std, verdict_all,
+                                   verdict_greater, verdict_within)
+from vitlib.study.profiles import by_profile, resolve_profile
+from vitlib.study.results import results_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,10 +109,10 @@ def test_findings_md_renders_claims_and_checks_and_detects_staleness(tmp_path, c
 
 
 def test_committed_findings_md_is_what_the_committed_jsons_generate():
-    assert (ROOT / "FINDINGS.md").is_file(), "run: python -m vitlib.findings"
+    assert (ROOT / "FINDINGS.md").is_file(), "run: python -m vitlib.study.findings"
     expected = findings.render_results(ROOT / "results")
     assert (ROOT / "FINDINGS.md").read_text() == expected, \
-        "FINDINGS.md is stale or hand-edited: run 'python -m vitlib.findings'"
+        "FINDINGS.md is stale or hand-edited: run 'python -m vitlib.study.findings'"
 
 
 def test_committed_findings_record_the_commit_that_produced_them():
@@ -148,7 +149,7 @@ def test_reproduce_names_the_failing_notebook_and_cell(tmp_path, monkeypatch, ca
 def test_reproduce_runs_notebooks_with_the_profile_parameter(tmp_path, monkeypatch, capsys):
     _fake_repo(tmp_path, ["profile = 'cpu'",
                           "open('seen.txt', 'w').write(profile)\n"
-                          "from vitlib.findings import Findings\n"
+                          "from vitlib.study.findings import Findings\n"
                           "f = Findings('01_demo', profile)\n"
                           "f.claim('s', paper='p', measured=1.0, tolerance=0.1, verdict='holds')\n"
                           "f.check('c', True)\n"
@@ -195,7 +196,7 @@ def test_environment_yml_has_the_same_pins_as_the_lock_file():
 def test_source_state_ignores_outputs_but_sees_code_changes(tmp_path):
     import subprocess
 
-    from vitlib.provenance import source_state
+    from vitlib.study.provenance import source_state
 
     def git(*args):
         subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
@@ -215,7 +216,7 @@ def test_source_state_ignores_outputs_but_sees_code_changes(tmp_path):
 
 
 def test_compilation_cache_folder_from_the_environment(monkeypatch, tmp_path):
-    from vitlib import compile_cache
+    from vitlib.train import compile_cache
 
     monkeypatch.setenv(compile_cache.ENV, "off")
     assert compile_cache.cache_dir() is None

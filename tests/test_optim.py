@@ -8,8 +8,9 @@ import optax
 import pytest
 
 from vitlib.models import ViT, vit_config
-from vitlib.optim import (adafactor_bv, adam_hp, make_optimizer, paper_recipe, param_path,
-                          weight_decay_tree)
+from vitlib.optim.chain import make_optimizer, paper_recipe
+from vitlib.optim.optimizers import adafactor_bv, adam_hp
+from vitlib.optim.weight_decay import param_path, weight_decay_tree
 
 SHAPES = {
     "matrix": (64, 48),  # factored over both axes
@@ -288,7 +289,7 @@ def test_every_optimizer_descends_through_the_chain(name):
 ])
 def test_sweepable_chain_equals_make_optimizer_step_for_step(name, schedule):
     """lr and weight decay given as update() inputs reproduce the chain with them built in."""
-    from vitlib.optim import make_sweepable_optimizer
+    from vitlib.optim.chain import make_sweepable_optimizer
     config = dict(optimizer=name, lr=3e-3, total_steps=STEPS, schedule=schedule,
                   grad_clip_norm=1.0, weight_decay=[("^matrix", 3.0), (".*", 0.03)],
                   no_decay=["vector"])

@@ -3,7 +3,7 @@ frontier, invariance to the compute unit, nested forms, bootstrap coverage, the 
 import numpy as np
 import pytest
 
-from vitlib import scaling
+from vitlib.analysis import scaling
 
 TRUE = {"a": 0.6, "b": 0.35, "c": 0.1, "d": 0.5}
 
@@ -166,7 +166,7 @@ def test_a_law_printed_in_another_unit_is_recovered_with_its_conversion():
 
 
 def test_paper_tables_ship_with_vitlib_and_derive_compute_and_error():
-    from vitlib import paper_tables
+    from vitlib.analysis import paper_tables
 
     few, fine = paper_tables.load("fewshot"), paper_tables.load("finetune")
     assert len(few) == 262 and len(fine) == 258  # the appendix rows (paper_data/README.md)
@@ -182,7 +182,7 @@ def test_paper_tables_ship_with_vitlib_and_derive_compute_and_error():
 
 
 def test_the_analytic_jacobian_matches_finite_differences():
-    from vitlib.scaling import _log_jacobian, _log_residuals
+    from vitlib.analysis.scaling import _log_jacobian, _log_residuals
 
     c = np.geomspace(0.1, 100, 7)
     log_e = np.log(_law(c, **TRUE))

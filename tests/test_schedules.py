@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from vitlib.schedules import cooldown_branch, make_schedule
+from vitlib.optim.schedules import cooldown_branch, make_schedule
 
 LR, TOTAL, WARMUP, TIMESCALE = 8e-4, 1000, 100, 50
 

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from vitlib.models import ViT, vit_config
-from vitlib.optim import make_optimizer
-from vitlib.steps import (init_state, loss_value, make_eval_step, make_feature_fn, make_train_step,
-                          merge_micro_batches, micro_batches_for, split_micro_batches)
+from vitlib.optim.chain import make_optimizer
+from vitlib.train.steps import (init_state, loss_value, make_eval_step, make_feature_fn,
+                                make_train_step, merge_micro_batches, micro_batches_for,
+                                split_micro_batches)
 
 OPTIM = dict(optimizer="adam", lr=1e-3, total_steps=10, grad_clip_norm=1.0,
              schedule=dict(kind="constant", warmup_steps=0), weight_decay=[(".*", 1e-4)])

@@ -110,7 +110,7 @@ def test_eight_devices_match_one_device_step_for_step(tmp_path, fsdp):
 def test_finetune_at_a_new_resolution(tmp_path):
     pre = _train(tmp_path / "pre", "total_steps=30")
     assert pre.returncode == 0, pre.stderr[-3000:]
-    out = subprocess.run([sys.executable, "-m", "vitlib.finetune", "--from",
+    out = subprocess.run([sys.executable, "-m", "vitlib.train.finetune", "--from",
                           str(tmp_path / "pre"), "--dataset", "digits", "--workdir",
                           str(tmp_path / "ft"), "--steps", "20", "--batch-size", "32",
                           "--image-size", "35"], capture_output=True, text=True, timeout=300)
@@ -145,12 +145,13 @@ def test_fit_equals_a_plain_loop_over_the_optax_chain_with_schedule_built_in(tmp
     import jax
     import numpy as np
 
-    from vitlib import datasets
-    from vitlib.data import train_batch
-    from vitlib.experiments import make_config
-    from vitlib.optim import make_optimizer
-    from vitlib.steps import init_state, make_train_step, params_sha256
-    from vitlib.train import build_model, fit, optimizer_config
+    from vitlib.data import datasets
+    from vitlib.data.batches import train_batch
+    from vitlib.optim.chain import make_optimizer
+    from vitlib.study.experiments import make_config
+    from vitlib.train.build import build_model, optimizer_config
+    from vitlib.train.loop import fit
+    from vitlib.train.steps import init_state, make_train_step, params_sha256
 
     config = make_config("quickstart", {
         "dataset": "digits", "model.variant": "Pico/7", "batch_size": 32, "total_steps": 8,
@@ -176,9 +177,11 @@ def test_fewshot_record_scores_each_split_like_fewshot_eval_on_those_features():
     from train, one score per eval split, minival under its own key; bad splits refused."""
     import numpy as np
 
-    from vitlib import datasets, fewshot
-    from vitlib.data import preprocess
-    from vitlib.train import _check_config, fewshot_record
+    from vitlib.data import datasets
+    from vitlib.data.augment import preprocess
+    from vitlib.evals import fewshot
+    from vitlib.train.build import check_config
+    from vitlib.train.evaluation import fewshot_record
 
     config = apply_overrides(load_config("quickstart"), [
         "fewshot.dataset='digits'", "fewshot.shots=(1, 5)", "fewshot.seeds=(0, 1)",
@@ -197,11 +200,11 @@ def test_fewshot_record_scores_each_split_like_fewshot_eval_on_those_features():
     assert np.isfinite(list(record.values())).all() and len(record) == 8
     bad = apply_overrides(load_config("quickstart"), ["fewshot.eval_splits=('train',)"])
     with pytest.raises(ValueError, match="fewshot.eval_splits"):
-        _check_config(bad)
+        check_config(bad)
 
 
 def test_config_model_fields_override_the_variant_shape():
-    from vitlib.train import build_model
+    from vitlib.train.build import build_model
 
     config = apply_overrides(load_config("quickstart"), [
         "model.variant='Pico/7'", "model.width=96", "model.depth=3", "model.num_heads=3"])

@@ -4,8 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vitlib.models import (ViT, posemb_sincos2d, scanned_to_unrolled, unrolled_to_scanned,
-                           vit_config)
+from vitlib.models import ViT, posemb_sincos2d, scanned_to_unrolled, unrolled_to_scanned, vit_config
 
 KEY = jax.random.PRNGKey(0)
 IMAGES = jax.random.normal(jax.random.PRNGKey(1), (3, 28, 28, 1))
@@ -141,6 +140,7 @@ def test_same_seed_same_parameters():
 def test_patch_embedding_is_flax_valid_conv(size, patch, channels):
     """Reference: Flax's strided VALID nn.Conv, the paper's patchify (incl. dropped remainder)."""
     import flax.linen as nn
+
     from vitlib.models.vit import PatchEmbedding
 
     x = jnp.asarray(np.random.default_rng(0).normal(size=(3, size, size, channels)), jnp.float32)

@@ -1,4 +1,4 @@
-"""``python -m vitlib.zoo``: its JSON against paper Table 2, and its errors."""
+"""``python -m vitlib.models.zoo``: its JSON against paper Table 2, and its errors."""
 import json
 import subprocess
 import sys
@@ -7,7 +7,7 @@ from test_counting import TABLE2, _tolerance
 
 
 def _zoo(*args):
-    return subprocess.run([sys.executable, "-m", "vitlib.zoo", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "vitlib.models.zoo", *args], capture_output=True,
                           text=True, timeout=120)
 
 

@@ -6,10 +6,9 @@ pre-logits, classifier); element-wise work (norms, softmax, GELU) is not counted
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
-from vitlib.models.variants import ViTConfig, check_image_size
+from vitlib.models.variants import ViTConfig, check_image_size, padded_length
 
 
 def num_patches(image_size: int, patch_size: int) -> int:
@@ -19,13 +18,6 @@ def num_patches(image_size: int, patch_size: int) -> int:
 
 def sequence_length(image_size: int, patch_size: int, class_token: bool) -> int:
     return num_patches(image_size, patch_size) + int(class_token)
-
-
-def padded_length(length: int, multiple: int = 128) -> int:
-    """The length hardware that tiles sequences by ``multiple`` actually pays for."""
-    if multiple < 1:
-        raise ValueError(f"multiple: must be >= 1, got {multiple}")
-    return multiple * math.ceil(length / multiple)
 
 
 def _mha_params(width: int) -> int:

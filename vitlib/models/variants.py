@@ -7,6 +7,7 @@ case-sensitive because the paper's ``s`` and ``S`` are different models.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import warnings
 from typing import Optional
@@ -176,3 +177,10 @@ def _check_positive_int(field: str, value) -> None:
 def _check_choice(field: str, value, allowed) -> None:
     if value not in allowed:
         raise ValueError(f"{field}: {value!r} is not allowed; choose one of {list(allowed)}")
+
+
+def padded_length(length: int, multiple: int = 128) -> int:
+    """The length hardware that tiles sequences by ``multiple`` actually pays for."""
+    if multiple < 1:
+        raise ValueError(f"multiple: must be >= 1, got {multiple}")
+    return multiple * math.ceil(length / multiple)

@@ -10,13 +10,12 @@ model has no head; ``aux`` holds ``encoded`` (tokens after the final norm) and `
 """
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import flax.linen as nn
 
-from vitlib.models.counting import padded_length
-from vitlib.models.variants import ViTConfig, check_image_size
+from vitlib.models.variants import ViTConfig, check_image_size, padded_length
 
 
 def posemb_sincos2d(h: int, w: int, width: int, temperature: float = 10_000.0) -> np.ndarray:

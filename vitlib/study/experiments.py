@@ -15,10 +15,10 @@ from typing import Optional
 import ml_collections
 from tqdm import tqdm
 
-from vitlib.artifacts import write_json
 from vitlib.configs import load_config, set_fields
-from vitlib.schedules import LENGTH_FREE_KINDS
-from vitlib.train import NUMERICS_VERSION, fit
+from vitlib.files import write_json
+from vitlib.optim.schedules import LENGTH_FREE_KINDS
+from vitlib.train.loop import NUMERICS_VERSION, fit
 
 
 def _plain(config) -> dict:

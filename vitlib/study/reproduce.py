@@ -1,6 +1,6 @@
 """Run every numbered notebook in order with papermill: ``make reproduce PROFILE=cpu``.
 
-    python -m vitlib.reproduce [--profile cpu] [--only 01 04]
+    python -m vitlib.study.reproduce [--profile cpu] [--only 01 04]
 
 Executed copies go to ``<results>/notebooks/``, stamped with the commit that ran them; figures
 and tables are written by the notebooks themselves. Each notebook's time is printed beside its
@@ -17,10 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-from vitlib.artifacts import repo_root, results_dir, write_bytes_atomic
-from vitlib.findings import summary_line, write_findings_md
-from vitlib.profiles import PROFILES
-from vitlib.provenance import source_state
+from vitlib.files import write_bytes_atomic
+from vitlib.study.findings import summary_line, write_findings_md
+from vitlib.study.profiles import PROFILES
+from vitlib.study.provenance import source_state
+from vitlib.study.results import repo_root, results_dir
 
 # Minutes each notebook may take on a 2-core CPU from an empty run cache (DESIGN.md section 4).
 CPU_BUDGET_MINUTES = {"01": 1, "02": 20, "03": 15, "04": 15, "05": 30, "06": 20}
@@ -78,7 +79,7 @@ def failing_cell(err: Exception, notebook: Path) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vitlib.reproduce", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m vitlib.study.reproduce", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default=os.environ.get("VITLIB_PROFILE", "cpu"),
                         choices=PROFILES)

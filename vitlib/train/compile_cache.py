@@ -3,7 +3,7 @@
 A sweep, a test session or a notebook re-run compiles the same programs in many processes;
 with the cache on disk each is compiled once per machine. The folder is
 ``$VITLIB_COMPILATION_CACHE`` (``off`` disables it), else ``~/.cache/vitlib/jax``.
-It must be set before the process compiles anything, so ``vitlib.steps`` enables it on import.
+It must be set before the process compiles anything, so ``vitlib.train.steps`` enables it on import.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Which ViT shapes fit one accelerator core, and how fast each would train (paper Section 3.6,
-Figure 8), planned on a CPU with ``vitlib.memory``'s compiled-step planner.
+Figure 8), planned on a CPU with ``vitlib.analysis.memory``'s compiled-step planner.
 
 The paper compiled many ViTs (patch 14, 224 px, 32 images per TPUv3 core of 16 GiB) under three
 settings, each adding a saving: the original ViT (class token, Adam); the class token removed
@@ -27,7 +27,7 @@ from typing import Iterable, Optional
 import jax
 from tqdm import tqdm
 
-from vitlib.artifacts import write_json
+from vitlib.files import write_json
 from vitlib.models.variants import SHAPES
 
 GIB = 2 ** 30
@@ -87,7 +87,7 @@ def _model(shape_row: dict, pool_type: str, pad_tokens_to: int) -> dict:
 def run_spec(spec: dict) -> dict:
     """One plan (``kind`` memory: ``compiled_plan`` on one device) or FLOP count (``kind``
     flops: ``step_flops``); what the worker processes call."""
-    from vitlib.memory import compiled_plan, step_flops
+    from vitlib.analysis.memory import compiled_plan, step_flops
 
     args = {k: v for k, v in spec.items() if k != "kind"}
     if spec["kind"] == "memory":
@@ -104,7 +104,7 @@ def _key(spec: dict) -> str:
 
 
 def _run_in_process(specs: list[dict], timeout: int) -> list[dict]:
-    code = ("import json, sys; from vitlib.fit_map import run_spec; "
+    code = ("import json, sys; from vitlib.analysis.fit_map import run_spec; "
             "print(json.dumps([run_spec(s) for s in json.loads(sys.stdin.read())]))")
     out = subprocess.run([sys.executable, "-c", code], input=json.dumps(specs),
                          capture_output=True, text=True, timeout=timeout,

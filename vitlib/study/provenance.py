@@ -29,7 +29,7 @@ def source_state(root: Optional[Path] = None) -> dict:
     the commit.
     """
     if root is None:
-        from vitlib.artifacts import repo_root
+        from vitlib.study.results import repo_root
         try:
             root = repo_root(Path(__file__).parent)
         except FileNotFoundError:

@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vitlib import compile_cache
+from vitlib.train import compile_cache
 
-compile_cache.enable()  # before anything compiles: see vitlib.compile_cache
+compile_cache.enable()  # before anything compiles: see vitlib.train.compile_cache
 
 LOSSES = ("softmax", "sigmoid")
 

@@ -1,8 +1,8 @@
 """The model zoo: shapes, parameter counts and GFLOPs of ViT variants, against paper Table 2.
 
-    python -m vitlib.zoo                      # every Table 2 row at 224px
-    python -m vitlib.zoo --image-size 384 g/14 G/14
-    python -m vitlib.zoo --json B/16 Pico/4 --image-size 28
+    python -m vitlib.models.zoo                      # every Table 2 row at 224px
+    python -m vitlib.models.zoo --image-size 384 g/14 G/14
+    python -m vitlib.models.zoo --json B/16 Pico/4 --image-size 28
 
 Counts use Table 2's convention: GAP pooling (no class token), no classifier head, 3 input
 channels, forward FLOPs = 2 x multiply-adds including attention.
@@ -97,7 +97,7 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m vitlib.zoo",
+        prog="python -m vitlib.models.zoo",
         description="Width, depth, MLP, heads, patch, params and forward GFLOPs of ViT variants "
                     "(paper Table 2 convention: GAP, no head, 3 channels).")
     parser.add_argument("variants", nargs="*", metavar="VARIANT",

@@ -4,7 +4,7 @@ A new zero-initialised head; SGD with momentum 0.9, cosine schedule with a short
 gradient clipping at 1.0, no weight decay, no augmentation; optionally a new resolution, with
 the learned position embedding resampled bilinearly to the new patch grid.
 
-    python -m vitlib.finetune --from RUN_WORKDIR --dataset digits --workdir DIR [--steps 500]
+    python -m vitlib.train.finetune --from RUN_WORKDIR --dataset digits --workdir DIR [--steps 500]
 """
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from vitlib import datasets
-from vitlib.checkpoints import Checkpointer
-from vitlib.steps import init_state
-from vitlib.train import build_model, fit, make_tx
+from vitlib.data import datasets
+from vitlib.train.build import build_model, make_tx
+from vitlib.train.checkpoints import Checkpointer
+from vitlib.train.loop import fit
+from vitlib.train.steps import init_state
 
 
 def resample_posemb(posemb: jax.Array, new_tokens: int) -> jax.Array:
@@ -97,7 +98,7 @@ def finetune(from_workdir, dataset: str, workdir, steps: int = 500, lr: float = 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vitlib.finetune", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m vitlib.train.finetune", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--from", dest="source", required=True, help="finished training run")
     parser.add_argument("--dataset", required=True, help="fashion_mnist | digits | TFDS name")

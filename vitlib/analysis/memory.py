@@ -1,8 +1,8 @@
 """Memory of parameters and optimizer state, from shapes alone (``jax.eval_shape``: nothing is
 allocated, so ViT-G/14 is planned on a laptop), and of the whole compiled training step.
 
-    python -m vitlib.memory --variant G/14 --optimizer adafactor_bv [--json]
-    python -m vitlib.memory --variant G/14 --optimizer adafactor_bv --batch-per-device 32 \
+    python -m vitlib.analysis.memory --variant G/14 --optimizer adafactor_bv [--json]
+    python -m vitlib.analysis.memory --variant G/14 --optimizer adafactor_bv --batch-per-device 32 \
         --devices 8 --fsdp --remat --compiled --json
 
 Optimizer state is that of the whole ``make_optimizer`` chain. Expected for big ViTs relative to
@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from vitlib.models import ViT, vit_config
-from vitlib.optim import make_optimizer, make_sweepable_optimizer
-from vitlib.sharding import batch_sharding, make_mesh, replicated, state_shardings
-from vitlib.steps import init_state, loss_value, make_train_step
+from vitlib.optim.chain import make_optimizer, make_sweepable_optimizer
+from vitlib.train.sharding import batch_sharding, make_mesh, replicated, state_shardings
+from vitlib.train.steps import init_state, loss_value, make_train_step
 
 OPTIMIZER_NAMES = ("adam", "adam_hp", "adafactor_bv", "adafactor")
 
@@ -296,7 +296,7 @@ def measured_step_growth(variant: str, optimizer: str, batch_size: int,
 def plans_in_subprocess(plans: list[dict], devices: int, timeout: int = 1800) -> list[dict]:
     """``compiled_plan(**plan, devices=devices)`` for each plan, in one fresh process with
     ``devices`` virtual CPU devices (JAX fixes its device count when it starts)."""
-    code = ("import json, sys; from vitlib.memory import compiled_plan; "
+    code = ("import json, sys; from vitlib.analysis.memory import compiled_plan; "
             "plans = json.loads(sys.stdin.read()); "
             f"print(json.dumps([compiled_plan(**p, devices={devices}) for p in plans]))")
     flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
@@ -324,7 +324,7 @@ def _gib(n: int) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m vitlib.memory",
+        prog="python -m vitlib.analysis.memory",
         description="Bytes of parameters and optimizer state of a ViT, from shapes only.")
     parser.add_argument("--variant", required=True, help="NAME/PATCH, e.g. G/14")
     parser.add_argument("--optimizer", required=True, choices=OPTIMIZER_NAMES)

@@ -1,4 +1,4 @@
-"""Where results go, and writing them atomically (temp file + rename: never half-written).
+"""Where results go: the results and runs folders of a profile, and figures saved atomically.
 
 Results of the ``cpu`` profile live in ``results/`` and are committed; other profiles write to
 ``results/<profile>/`` (``smoke`` is git-ignored) so a smoke run never overwrites real results.
@@ -6,15 +6,13 @@ Results of the ``cpu`` profile live in ``results/`` and are committed; other pro
 """
 from __future__ import annotations
 
-import csv
 import io
-import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
-from vitlib.profiles import resolve_profile
+from vitlib.files import write_bytes_atomic
+from vitlib.study.profiles import resolve_profile
 
 
 def repo_root(start: Optional[Path] = None) -> Path:
@@ -42,38 +40,6 @@ def results_dir(profile: Optional[str] = None) -> Path:
 def runs_dir(profile: Optional[str] = None) -> Path:
     """Where notebooks keep their cached training runs (checkpoints; not committed)."""
     return repo_root() / "runs" / resolve_profile(profile)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def write_json(path: Path, obj) -> Path:
-    return write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def write_csv(path: Path, rows: Iterable[dict]) -> Path:
-    rows = list(rows)
-    if not rows:
-        raise ValueError(f"rows: nothing to write to {path}")
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return write_bytes_atomic(path, buffer.getvalue().encode())
 
 
 def save_figure(fig, path: Path, dpi: int = 150) -> Path:

@@ -1,5 +1,6 @@
-"""Input pipeline: batches whose content is a pure function of (seed, step), preprocessing and
-augmentation, and a background prefetcher so the training step does not wait on data.
+"""In-memory input pipeline: batches whose content is a pure function of (seed, step), nested
+training subsets, padded evaluation batches, and a background prefetcher so the training step
+does not wait on data.
 
 A resumed run therefore sees exactly the batches it would have seen: batch ``step`` holds
 positions ``step*B .. step*B+B-1`` of an endless sequence of per-epoch permutations, each drawn
@@ -7,7 +8,6 @@ from ``(seed, epoch)``, and its augmentation is drawn from ``(seed, step)``.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import queue
 import threading
@@ -15,21 +15,7 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-
-@dataclasses.dataclass(frozen=True)
-class Augment:
-    crop_padding: int = 0  # zero-pad by this many pixels, then crop back at a random offset
-    flip: bool = False  # random horizontal flip
-
-    def __post_init__(self):
-        if not isinstance(self.crop_padding, int) or self.crop_padding < 0:
-            raise ValueError(f"augment.crop_padding: must be an integer >= 0, got "
-                             f"{self.crop_padding!r}")
-
-
-def preprocess(images: np.ndarray) -> np.ndarray:
-    """uint8 [0, 255] -> float32 [-1, 1]."""
-    return images.astype(np.float32) * (2.0 / 255.0) - 1.0
+from vitlib.data.augment import Augment, augment_batch, preprocess
 
 
 @functools.lru_cache(maxsize=4)  # one epoch spans many steps: draw its permutation once
@@ -63,23 +49,6 @@ def batch_indices(step: int, batch_size: int, n: int, seed: int) -> np.ndarray:
     for epoch in np.unique(epochs):
         where = epochs == epoch
         out[where] = _epoch_permutation(seed, int(epoch), n)[offsets[where]]
-    return out
-
-
-def augment_batch(images: np.ndarray, augment: Augment, seed: int, step: int) -> np.ndarray:
-    if not augment.crop_padding and not augment.flip:
-        return images
-    rng = np.random.default_rng([seed, step, 1])
-    n, h, w, _ = images.shape
-    out = images
-    if augment.crop_padding:
-        p = augment.crop_padding
-        padded = np.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
-        dy, dx = rng.integers(0, 2 * p + 1, size=(2, n))
-        out = np.stack([padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
-    if augment.flip:
-        flip = rng.random(n) < 0.5
-        out = np.where(flip[:, None, None, None], out[:, :, ::-1], out)
     return out
 
 

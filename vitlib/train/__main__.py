@@ -1,0 +1,5 @@
+import sys
+
+from vitlib.train.cli import main
+
+sys.exit(main())

@@ -1,0 +1,115 @@
+"""Build a run from its config: the checks, the model, the optimizer, the data in memory and
+the compiled programs, gathered in a ``Run`` that the loop, the evaluation and the result use."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from vitlib.data import datasets
+from vitlib.data.augment import Augment
+from vitlib.data.batches import nested_subset
+from vitlib.models import ViT, vit_config
+from vitlib.optim.chain import SweepableOptimizer, make_sweepable_optimizer
+from vitlib.train.checkpoints import Checkpointer
+from vitlib.train.programs import Programs, programs_for
+from vitlib.train.sharding import check_batch_size, make_mesh
+from vitlib.train.steps import check_loss, micro_batches_for
+
+
+def check_config(config) -> None:
+    """The config's run fields, checked before anything is loaded or created."""
+    for key in ("batch_size", "total_steps"):
+        if not isinstance(config[key], int) or config[key] < 1:
+            raise ValueError(f"{key}: must be a positive integer, got {config[key]!r}")
+    for key in ("log_every", "eval_every", "checkpoint_every", "eval_batch_size", "image_size",
+                "eval_subset"):
+        if not isinstance(config[key], int) or config[key] < 0:
+            raise ValueError(f"{key}: must be an integer >= 0, got {config[key]!r}")
+    steps = config.checkpoint_steps
+    if not isinstance(steps, (tuple, list)) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= config.total_steps
+            for s in steps):
+        raise ValueError(f"checkpoint_steps: {steps!r} is not allowed; use a tuple of integers "
+                         f"in [1, total_steps={config.total_steps}]")
+    splits = config.fewshot.eval_splits
+    if (config.fewshot.dataset and (not isinstance(splits, (tuple, list)) or not splits
+                                    or not set(splits) <= {"test", "minival"})):
+        raise ValueError(f"fewshot.eval_splits: {splits!r} is not allowed; use a non-empty "
+                         f"tuple of 'test' and/or 'minival'")
+    micro_batches_for(config.batch_size, config.micro_batch_size, jax.device_count())
+    check_loss(config.loss, config.label_smoothing)
+
+
+def build_model(config, image_size: int, num_classes: int) -> ViT:
+    m = config.model
+    shape = {}
+    for field in ("width", "depth", "mlp_dim", "num_heads"):
+        value = m[field]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"model.{field}: must be an integer >= 0 (0 = the variant's), got "
+                             f"{value!r}")
+        if value:
+            shape[field] = value
+    return ViT(vit_config(m.variant, **shape, image_size=image_size, num_classes=num_classes,
+                          pool_type=m.pool_type, posemb=m.posemb,
+                          representation_size=m.representation_size or None, dtype=m.dtype,
+                          param_dtype=m.param_dtype, scan=m.scan, remat_policy=m.remat_policy))
+
+
+def optimizer_config(config) -> dict:
+    return {**config.optim.to_dict(), "total_steps": config.total_steps}
+
+
+def make_tx(config) -> SweepableOptimizer:
+    """The run's optimizer: ``make_optimizer``'s chain with lr and weight decay as inputs."""
+    return make_sweepable_optimizer(optimizer_config(config))
+
+
+class Run(NamedTuple):
+    """What one training run is made of, built from its config by ``build_run``."""
+    config: Any
+    workdir: Path
+    train_x: np.ndarray
+    train_y: np.ndarray
+    model: ViT
+    optimizer: SweepableOptimizer
+    augment: Augment
+    mesh: Any
+    programs: Programs
+    abstract_state: Any  # the TrainState's structure with shardings, for restoring checkpoints
+    checkpointer: Checkpointer  # the run's own checkpoints (resume)
+    branch_points: Any  # Checkpointer of ``config.checkpoint_steps`` (kept for branches), or None
+
+
+def build_run(config, workdir) -> Run:
+    """Load the training data, build model and optimizer, compile (or reuse) the programs and
+    open the checkpoint folders of ``workdir`` (created)."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    data_dir = config.data_dir or None
+    train_x, train_y = nested_subset(
+        *datasets.load_split(config.dataset, config.train_split, data_dir), config.train_examples)
+    num_classes = datasets.num_classes(config.dataset, data_dir)
+    image_size = config.image_size or train_x.shape[1]
+    model = build_model(config, image_size, num_classes)
+    optimizer = make_tx(config)
+    augment = Augment(**config.augment.to_dict())
+    mesh = make_mesh()
+    check_batch_size(config.batch_size, mesh)
+    if config.eval_batch_size % mesh.devices.size:
+        raise ValueError(f"eval_batch_size: {config.eval_batch_size} does not split over "
+                         f"{mesh.devices.size} devices; allowed: a multiple of it")
+
+    image_shape = (image_size, image_size, train_x.shape[3])
+    programs = programs_for(config, model, optimizer.tx, image_shape)
+    abstract_state = jax.tree_util.tree_map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        jax.eval_shape(programs.init, 0), programs.shardings)
+    checkpointer = Checkpointer(workdir / "checkpoints")
+    branch_points = Checkpointer(workdir / "branch_points", max_to_keep=None) \
+        if config.checkpoint_steps else None
+    return Run(config, workdir, train_x, train_y, model, optimizer, augment, mesh, programs,
+               abstract_state, checkpointer, branch_points)

@@ -1,0 +1,35 @@
+"""``python -m vitlib.train``: train a ViT from a config.
+
+    python -m vitlib.train --config quickstart --workdir /tmp/run [--set total_steps=500 ...]
+
+Writes ``WORKDIR/metrics.jsonl``, orbax checkpoints under ``WORKDIR/checkpoints`` and, at the
+end, ``WORKDIR/result.json``. Running the same command again resumes from the last checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from vitlib.configs import apply_overrides, load_config
+from vitlib.train.loop import NonFiniteLossError, fit
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vitlib.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="config name (vitlib/configs) or .py")
+    parser.add_argument("--workdir", required=True, help="folder for metrics, checkpoints")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. total_steps=500, optim.lr=3e-3")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        config = apply_overrides(load_config(args.config), args.set)
+        result = fit(config, args.workdir, progress=not args.no_progress)
+    except (ValueError, NonFiniteLossError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    summary = {k: v for k, v in result.items() if k != "config"}
+    print(json.dumps(summary, indent=1))
+    return 0
