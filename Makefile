@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: help install data test reproduce quickstart bench zoo lock clean
+.PHONY: help install data test reproduce quickstart bench zoo lock clean clean-runs
 
 help:
 	@echo "make test                  pytest + nbval over notebooks (smoke profile)"
@@ -14,7 +14,9 @@ help:
 	@echo "make quickstart            train the quickstart ViT on Fashion-MNIST (runs/quickstart)"
 	@echo "make bench                 vitlib vs PyTorch throughput; sweep overhead (results/benchmarks/)"
 	@echo "make zoo                   print paper Table 2 as computed by vitlib"
-	@echo "make install | data | lock | clean"
+	@echo "make install | data | lock"
+	@echo "make clean                 remove .venv and uncommitted results (smoke, interactive)"
+	@echo "make clean-runs            remove runs/: cached training runs (the cpu profile's took ~90 min)"
 
 # The virtual environment with the pinned packages and vitlib (editable); rebuilt when pins change.
 $(STAMP): requirements.lock pyproject.toml
@@ -79,5 +81,9 @@ lock:
 	  > environment.yml
 	rm -rf .lock-venv
 
+# Keeps runs/ (cached training runs, hours of compute); `make clean-runs` removes them.
 clean:
-	rm -rf $(VENV) results/smoke .pytest_cache runs
+	rm -rf $(VENV) results/smoke results/interactive .pytest_cache
+
+clean-runs:
+	rm -rf runs

@@ -1,6 +1,8 @@
 """Profiles, atomic result files, claim checks, the notebook runner and the pinned environment."""
 import json
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -12,7 +14,7 @@ from vitlib.study import findings, reproduce
 from vitlib.study.findings import (ClaimCheckFailed, Findings, pooled_std, verdict_all,
                                    verdict_greater, verdict_within)
 from vitlib.study.profiles import by_profile, resolve_profile
-from vitlib.study.results import results_dir
+from vitlib.study.results import results_dir, results_note
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,11 +29,46 @@ def test_profile_from_argument_environment_and_default(monkeypatch):
         resolve_profile("laptop")
 
 
-def test_smoke_results_never_land_in_the_committed_results(monkeypatch):
+def test_only_reproduce_writes_the_committed_results(monkeypatch):
     monkeypatch.delenv("VITLIB_RESULTS_DIR", raising=False)
+    monkeypatch.delenv("VITLIB_COMMITTED_RESULTS", raising=False)
     monkeypatch.chdir(ROOT / "notebooks")
+    # a notebook run from Jupyter (Run All) or papermill by hand
+    assert results_dir("cpu") == ROOT / "results" / "interactive"
+    assert "cannot overwrite" in results_note("cpu") and "interactive" in results_note("cpu")
+    assert results_dir("smoke") == ROOT / "results" / "smoke"
+    monkeypatch.setenv("VITLIB_COMMITTED_RESULTS", "1")  # what vitlib.study.reproduce sets
     assert results_dir("cpu") == ROOT / "results"
     assert results_dir("smoke") == ROOT / "results" / "smoke"
+    assert "committed" in results_note("cpu")
+
+
+def test_interactive_and_profile_results_are_not_committed():
+    ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "results/interactive/x",
+                              "results/smoke/x", "runs/x"], capture_output=True, text=True)
+    assert ignored.stdout.split() == ["results/interactive/x", "results/smoke/x", "runs/x"]
+
+
+def test_findings_of_another_results_folder_never_overwrite_findings_md(tmp_path, monkeypatch):
+    results = tmp_path / "smoke"
+    f = Findings("07_demo", "smoke")
+    f.check("counts add up", True)
+    f.save(results / "figures")
+    committed = (ROOT / "FINDINGS.md").read_bytes()
+    monkeypatch.chdir(ROOT)
+    assert findings.main(["--results", str(results)]) == 0
+    assert (results / "FINDINGS.md").is_file()
+    assert (ROOT / "FINDINGS.md").read_bytes() == committed
+
+
+def test_write_json_refuses_nan_and_writes_files_others_can_read(tmp_path):
+    with pytest.raises(ValueError, match=r"loss\[1\] is not a finite number"):
+        write_json(tmp_path / "x.json", {"loss": [1.0, float("nan")]})
+    assert not list(tmp_path.iterdir())
+    path = write_json(tmp_path / "ok.json", {"loss": None})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_write_json_is_atomic_and_leaves_no_temp_file(tmp_path):

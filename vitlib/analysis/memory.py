@@ -343,6 +343,15 @@ def main(argv=None) -> int:
     compiled.add_argument("--remat", action="store_true", help="rematerialise encoder blocks")
     compiled.add_argument("--dtype", default="float32", help="compute dtype (bfloat16, ...)")
     args = parser.parse_args(argv)
+    unused = [f"--{name.replace('_', '-')}" for name in ("fsdp", "remat") if getattr(args, name)]
+    unused += [f"--{name.replace('_', '-')}" for name, default in
+               (("batch_per_device", 32), ("devices", 1), ("dtype", "float32"))
+               if getattr(args, name) != default]
+    if unused and not args.compiled:
+        print(f"error: {', '.join(unused)}: only used with --compiled (the compiled step's "
+              f"plan); add --compiled, or drop them for the optimizer-state report",
+              file=sys.stderr)
+        return 2
     if not args.compiled:
         return _report(lambda: optimizer_memory(args.variant, args.optimizer, args.image_size,
                                                 args.num_classes, scan=args.scan),
@@ -367,7 +376,10 @@ def _report(compute, as_json: bool, render) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(report, indent=1) if as_json else render(report))
+    try:
+        print(json.dumps(report, indent=1) if as_json else render(report))
+    except BrokenPipeError:  # the reader stopped early (`| head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -173,6 +173,29 @@ def _builders():
     }
 
 
+def check_dataset(name: str) -> None:
+    """``name`` is a local dataset or a TFDS dataset; else an error with the closest names
+    (in a line, not TFDS's whole catalogue)."""
+    if name in LOCAL_DATASETS:
+        return
+    import difflib
+
+    import tensorflow_datasets as tfds
+
+    if not isinstance(name, str) or not name:
+        raise DataError(f"dataset: {name!r} is not allowed; use {list(LOCAL_DATASETS)} or a "
+                        f"TFDS dataset name")
+    try:
+        tfds.builder_cls(name.split(":")[0].split("/")[0])
+    except tfds.core.registered.DatasetNotFoundError:
+        known = [*LOCAL_DATASETS, *tfds.list_builders(with_community_datasets=False)]
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        raise DataError(f"dataset: {name!r} is neither a local dataset {list(LOCAL_DATASETS)} "
+                        f"nor a TFDS dataset; {hint}(TFDS lists "
+                        f"{len(known) - len(LOCAL_DATASETS)} more)") from None
+
+
 def prepare(name: str, data_dir: Optional[str] = None, source_dir: Optional[str] = None):
     """The prepared TFDS builder of ``name`` (built on first use; never left half-written)."""
     import tensorflow_datasets as tfds

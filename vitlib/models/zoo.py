@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 
@@ -114,7 +115,10 @@ def main(argv=None) -> int:
         return 2
     for w in {str(w.message) for w in caught}:
         print(f"warning: {w}", file=sys.stderr)
-    print(json.dumps(rows, indent=1) if args.json else format_table(rows))
+    try:
+        print(json.dumps(rows, indent=1) if args.json else format_table(rows))
+    except BrokenPipeError:  # the reader stopped early (`| head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -87,9 +87,10 @@ def validate_schedule(base_lr: float, total_steps: int, kind: str, warmup_steps:
         raise ValueError(f"schedule.end_value: must be a number >= 0, got {end_value!r}")
     if warmup_steps + cooldown_steps > total_steps:
         raise ValueError(
-            f"schedule: warmup_steps ({warmup_steps}) + cooldown_steps ({cooldown_steps}) = "
-            f"{warmup_steps + cooldown_steps} is longer than total_steps ({total_steps}); "
-            f"allowed: warmup + cooldown <= total_steps")
+            f"schedule.warmup_steps + schedule.cooldown_steps: {warmup_steps} + "
+            f"{cooldown_steps} = {warmup_steps + cooldown_steps} is longer than total_steps "
+            f"({total_steps}); allowed: warmup + cooldown <= total_steps (shorten them or "
+            f"lengthen the run)")
 
 
 def _check_int(field: str, value, minimum: int) -> None:

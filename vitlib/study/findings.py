@@ -33,7 +33,7 @@ import numpy as np
 
 from vitlib.files import write_bytes_atomic, write_json
 from vitlib.study.provenance import source_state
-from vitlib.study.results import repo_root, results_dir
+from vitlib.study.results import committed_results_dir, findings_output, repo_root
 
 VERDICTS = ("holds", "does not hold", "inconclusive")
 
@@ -262,17 +262,18 @@ def main(argv=None) -> int:
                                      description="Render FINDINGS.md from findings JSONs.")
     parser.add_argument("--results", type=Path, default=None,
                         help="results folder holding figures/*_findings.json "
-                             "(default: the cpu profile's, results/)")
+                             "(default: the committed cpu results, results/)")
     parser.add_argument("--output", type=Path, default=None,
-                        help="file to write (default: FINDINGS.md at the repository root)")
+                        help="file to write (default: FINDINGS.md at the repository root for "
+                             "results/, else RESULTS/FINDINGS.md)")
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 if the file differs from what it renders to")
     args = parser.parse_args(argv)
-    results = args.results or results_dir("cpu")
+    results = args.results or committed_results_dir()
     if not (results / "figures").is_dir():
         print(f"error: --results: {results / 'figures'} is not a folder", file=sys.stderr)
         return 2
-    output = args.output or repo_root() / "FINDINGS.md"
+    output = args.output or findings_output(results)
     if args.check:
         current = output.read_text() if output.is_file() else None
         if current != render_results(results):

@@ -21,7 +21,7 @@ from vitlib.files import write_bytes_atomic
 from vitlib.study.findings import summary_line, write_findings_md
 from vitlib.study.profiles import PROFILES
 from vitlib.study.provenance import source_state
-from vitlib.study.results import repo_root, results_dir
+from vitlib.study.results import COMMITTED_ENV, findings_output, repo_root, results_dir
 
 # Minutes each notebook may take on a 2-core CPU from an empty run cache (DESIGN.md section 4).
 CPU_BUDGET_MINUTES = {"01": 1, "02": 20, "03": 15, "04": 15, "05": 30, "06": 20}
@@ -96,6 +96,8 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
         notebooks = [p for p in notebooks if p.name[:2] in args.only]
+    if args.profile == "cpu":  # the one way to (re)write the committed results/
+        os.environ[COMMITTED_ENV] = "1"
     out_dir = results_dir(args.profile) / "notebooks"
     total_start = time.time()
     for i, notebook in enumerate(notebooks, 1):
@@ -122,8 +124,7 @@ def main(argv=None) -> int:
     budget = f" (budget {CPU_TOTAL_BUDGET_MINUTES} min for all)" if args.profile == "cpu" else ""
     print(f"all {len(notebooks)} notebook(s) in {_minutes(total)}{budget}")
     results = results_dir(args.profile)
-    committed = results.resolve() == (repo_root() / "results").resolve()
-    target = repo_root() / "FINDINGS.md" if committed else results / "FINDINGS.md"
+    target = findings_output(results)
     if (results / "figures").is_dir():
         counts = write_findings_md(results, target)
         print(f"findings ({target}): {summary_line(counts)}")

@@ -2,6 +2,7 @@
 the compiled programs, gathered in a ``Run`` that the loop, the evaluation and the result use."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -39,8 +40,28 @@ def check_config(config) -> None:
                                     or not set(splits) <= {"test", "minival"})):
         raise ValueError(f"fewshot.eval_splits: {splits!r} is not allowed; use a non-empty "
                          f"tuple of 'test' and/or 'minival'")
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
+        raise ValueError(f"seed: must be an integer >= 0, got {config.seed!r}")
     micro_batches_for(config.batch_size, config.micro_batch_size, jax.device_count())
     check_loss(config.loss, config.label_smoothing)
+    try:
+        make_tx(config)
+    except ValueError as err:  # the optimizer's messages name fields inside ``optim``
+        raise ValueError(_in_optim(str(err))) from None
+    datasets.check_dataset(config.dataset)
+    if config.fewshot.dataset:
+        try:
+            datasets.check_dataset(config.fewshot.dataset)
+        except datasets.DataError as err:
+            raise datasets.DataError(f"fewshot.{err}") from None
+
+
+def _in_optim(message: str) -> str:
+    """An optimizer-config message with its fields named as config keys (``optim.lr``)."""
+    if message.startswith("optimizer config:"):
+        return message.replace("optimizer config:", "optim:", 1)
+    message = re.sub(r"(?<![\w.])(schedule\.\w+)", r"optim.\1", message)
+    return message if message.startswith(("optim.", "total_steps")) else f"optim.{message}"
 
 
 def build_model(config, image_size: int, num_classes: int) -> ViT:
@@ -83,12 +104,15 @@ class Run(NamedTuple):
     checkpointer: Checkpointer  # the run's own checkpoints (resume)
     branch_points: Any  # Checkpointer of ``config.checkpoint_steps`` (kept for branches), or None
 
+    def close(self) -> None:
+        self.checkpointer.close()
+        if self.branch_points is not None:
+            self.branch_points.close()
 
-def build_run(config, workdir) -> Run:
+
+def build_run(config, workdir: Path) -> Run:
     """Load the training data, build model and optimizer, compile (or reuse) the programs and
-    open the checkpoint folders of ``workdir`` (created)."""
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    open the checkpoint folders of ``workdir``."""
     data_dir = config.data_dir or None
     train_x, train_y = nested_subset(
         *datasets.load_split(config.dataset, config.train_split, data_dir), config.train_examples)

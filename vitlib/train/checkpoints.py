@@ -31,5 +31,8 @@ class Checkpointer:
         included), so the restored arrays land where the step expects them."""
         return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
 
+    def delete(self, step: int) -> None:
+        self._manager.delete(step)
+
     def close(self) -> None:
         self._manager.close()

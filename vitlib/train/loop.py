@@ -1,40 +1,53 @@
 """Train a ViT from a config: ``fit(config, workdir)``, read top to bottom as its four parts.
 
+0. The workdir: a finished run of the same config is read back; one of another config is
+   refused (``workdir.check_belongs``).
 1. ``build_run``: the config checked, data, model, optimizer and compiled programs.
-2. ``starting_state``: resume from WORKDIR's last checkpoint, a branch point, or fresh.
+2. ``starting_state``: resume from WORKDIR's newest intact checkpoint, a branch point, or
+   fresh.
 3. ``train_loop``: the steps, with metrics logged, checkpoints saved and evaluations run at
    their intervals.
-4. ``result_record``: the final evaluation and timings, written to ``WORKDIR/result.json``.
+4. ``result_record``: the final evaluation and the whole run's timings, written to
+   ``WORKDIR/result.json``.
 
-Writes ``WORKDIR/metrics.jsonl`` (one JSON record per log interval and per evaluation) and
-orbax checkpoints under ``WORKDIR/checkpoints``. Running it again resumes from the last
-checkpoint and ends with the same parameters as an uninterrupted run. A non-finite loss stops
-the run and keeps the last good checkpoint.
+Writes ``WORKDIR/metrics.jsonl`` (one JSON record per log interval and per evaluation), orbax
+checkpoints under ``WORKDIR/checkpoints`` and the run's config and totals (``workdir``).
+Running it again resumes from the last checkpoint and ends with the same parameters as an
+uninterrupted run. A non-finite loss stops the run and keeps the last good checkpoint.
 """
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Callable, Optional
 
 import jax
 import numpy as np
+from ml_collections import ConfigDict
 from tqdm import tqdm
 
 from vitlib.data.batches import Prefetcher, train_batch
 from vitlib.files import write_bytes_atomic, write_json
-from vitlib.train.build import Run, build_run, check_config
+from vitlib.train.build import Run, build_run, check_config, make_tx
 from vitlib.train.evaluation import Evaluator
+from vitlib.train.interrupt import RunInterrupted, stop_on_interrupt
 from vitlib.train.resume import starting_state
 from vitlib.train.sharding import replicated, shard_batch
 from vitlib.train.steps import params_sha256
+from vitlib.train.workdir import (Progress, check_belongs, clear_run, finished_result,
+                                  prepare_workdir, read_progress, record_config, write_progress)
 
 # Bump when a change alters the numbers an unchanged config produces (params_sha256, losses):
 # cached sweep results carry it in their key, so old results are retrained instead of mixed in.
 # 1: every run so far (lr, weight decay and the init seed as inputs of the compiled programs
 #    left params_sha256 bitwise unchanged; tests/test_train.py holds fit to the optax chain).
 NUMERICS_VERSION = 1
+# Steps dispatched but not yet computed. JAX dispatches asynchronously, so without a bound the
+# loop runs far ahead of the device and a Ctrl-C or a log waits for all the queued steps; two in
+# flight keep the device busy.
+STEPS_IN_FLIGHT = 2
 
 
 class NonFiniteLossError(RuntimeError):
@@ -42,27 +55,63 @@ class NonFiniteLossError(RuntimeError):
 
 
 def fit(config, workdir, init_params: Optional[Callable] = None, progress: bool = True,
-        start_from: Optional[tuple] = None) -> dict:
+        start_from: Optional[tuple] = None, restart: bool = False) -> dict:
     """Train to ``config.total_steps`` (resuming from WORKDIR's last checkpoint) and evaluate.
 
-    ``init_params(params) -> params`` replaces freshly initialised parameters (fine-tuning).
-    ``start_from=(checkpoint_folder, step)`` starts a run without checkpoints of its own from
-    another run's saved state (a cooldown branch): training continues at ``step`` with this
-    config's schedule, seeing the batches a run from scratch would see from that step on.
+    A finished run of the same config is read back, its record untouched. A workdir holding a
+    run of another config is refused (``WorkdirMismatch``, naming the keys that differ) unless
+    ``restart`` clears it first. ``init_params(params) -> params`` replaces freshly initialised
+    parameters (fine-tuning). ``start_from=(checkpoint_folder, step)`` starts a run without
+    checkpoints of its own from another run's saved state (a cooldown branch): training
+    continues at ``step`` with this config's schedule, seeing the batches a run from scratch
+    would see from that step on. Ctrl-C stops at the next step with a checkpoint
+    (``RunInterrupted``).
     """
     check_config(config)
-    setup_start = time.perf_counter()
-    run = build_run(config, workdir)
-    state, start = starting_state(run, init_params, start_from)
-    evaluate = Evaluator(config, run.programs, run.mesh)
-    setup_time = time.perf_counter() - setup_start
-    outcome = train_loop(run, state, start, evaluate, progress)
-    if start == config.total_steps:  # nothing left to train: evaluate the restored model
-        outcome = outcome._replace(last_record=evaluate(start, outcome.state.params, final=True))
-    result = result_record(config, start, outcome, setup_time,
-                           wall_time=time.perf_counter() - setup_start)
-    write_json(run.workdir / "result.json", result)
+    call_start = time.perf_counter()
+    workdir, created = prepare_workdir(workdir)
+    if restart and clear_run(workdir):
+        print(f"restart: cleared the run in {workdir}", flush=True)
+    finished = finished_result(workdir, config, NUMERICS_VERSION)
+    if finished is not None:
+        print(f"finished run read back from {workdir / 'result.json'} (--restart trains it "
+              f"again)", flush=True)
+        return finished
+    check_belongs(workdir, config, lambda c, n: make_tx(ConfigDict(c)).lr_table(n)[:n])
+    try:
+        run = build_run(config, workdir)
+    except BaseException:
+        if created:  # nothing trained: leave nothing behind
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    try:
+        state, start = starting_state(run, init_params, start_from)
+        record_config(workdir, config)
+        totals = read_progress(workdir, start)
+        evaluate = Evaluator(config, run.programs, run.mesh)
+        totals.setup_time_s += time.perf_counter() - call_start
+        clock = RunClock(call_start, totals.wall_time_s)
+        state, last_record = train_loop(run, state, start, evaluate, totals, clock, progress)
+        if start == config.total_steps:  # nothing left to train: evaluate the restored model
+            eval_start = time.perf_counter()
+            last_record = evaluate(start, state.params, final=True)
+            totals.eval_time_s += time.perf_counter() - eval_start
+    finally:
+        run.close()
+    totals.wall_time_s = clock.wall_time()
+    result = result_record(config, start, state, last_record, totals)
+    write_json(workdir / "result.json", result)
     return result
+
+
+class RunClock:
+    """Wall time of the whole run: earlier calls' total plus this call's time so far."""
+
+    def __init__(self, call_start: float, earlier_wall_time: float):
+        self.call_start, self.earlier = call_start, earlier_wall_time
+
+    def wall_time(self) -> float:
+        return self.earlier + time.perf_counter() - self.call_start
 
 
 class MetricsLog:
@@ -82,19 +131,21 @@ class MetricsLog:
 
 class StepMetrics:
     """The train steps' metrics since the last log record. ``flush(step)`` fetches them from the
-    device, stops the run on a non-finite loss or parameter norm, and logs their means with the
-    step's lr and the images per second of the interval (timed from ``restart_clock``)."""
+    device, stops the run on a non-finite loss or parameter norm, logs their means with the
+    step's lr and the images per second of the interval (timed from ``restart_clock``), and adds
+    the interval to the run's totals."""
 
-    def __init__(self, run: Run, log: MetricsLog, lrs: np.ndarray, start: int, bar):
-        self.run, self.log, self.lrs, self.bar = run, log, lrs, bar
+    def __init__(self, run: Run, log: MetricsLog, lrs: np.ndarray, start: int,
+                 totals: Progress, bar):
+        self.run, self.log, self.lrs, self.totals, self.bar = run, log, lrs, totals, bar
         self.pending: list = []
         self.last_flush = start
-        self.train_time = 0.0  # seconds spent in logged intervals: training, not eval or saving
-        self.last_loss = float("nan")  # mean of the last 10 logged steps' losses
         self.interval_start = time.perf_counter()
 
     def add(self, metrics) -> None:
         self.pending.append(metrics)
+        if len(self.pending) > STEPS_IN_FLIGHT:  # bound the async run-ahead (see STEPS_IN_FLIGHT)
+            jax.block_until_ready(self.pending[-1 - STEPS_IN_FLIGHT]["loss"])
 
     def restart_clock(self) -> None:
         self.interval_start = time.perf_counter()
@@ -113,32 +164,27 @@ class StepMetrics:
                 f"loss or parameters became non-finite at step {at} (loss {losses[bad[0]]}); "
                 f"stopped. The last good checkpoint (step {kept}) is kept in "
                 f"{self.run.workdir}; lower optim.lr or raise optim.schedule.warmup_steps and "
-                f"rerun.")
+                f"rerun with --restart.")
         elapsed = time.perf_counter() - self.interval_start
-        self.train_time += elapsed
-        self.last_loss = float(losses[-10:].mean())
+        self.totals.train_time_s += elapsed
+        self.totals.steps_trained += len(metrics)
+        self.totals.last_loss = float(losses[-10:].mean())
         rate = len(metrics) * self.run.config.batch_size / elapsed
         self.log.write({"step": step, "train_loss": float(losses.mean()),
                         "lr": float(self.lrs[step - 1]),
                         "grad_norm": float(np.mean([m["grad_norm"] for m in metrics])),
                         "images_per_s": rate})
-        self.bar.set_postfix(loss=f"{self.last_loss:.4f}", img_s=f"{rate:.0f}")
+        self.bar.set_postfix(loss=f"{self.totals.last_loss:.4f}", img_s=f"{rate:.0f}")
         self.pending, self.last_flush = [], step
 
 
-class LoopOutcome(NamedTuple):
-    state: Any
-    last_record: dict  # the last evaluation record ({} if none ran)
-    last_loss: float
-    train_time: float
-    eval_time: float
-    checkpoint_time: float
-
-
-def train_loop(run: Run, state, start: int, evaluate: Evaluator, progress: bool) -> LoopOutcome:
-    """Steps ``start .. total_steps - 1``. After a step that ends a log, eval or checkpoint
-    interval (or is one of ``checkpoint_steps``), the metrics are flushed, then checkpoints
-    saved, then the evaluation run; the last step does all of them."""
+def train_loop(run: Run, state, start: int, evaluate: Evaluator, totals: Progress,
+               clock: RunClock, progress: bool):
+    """Steps ``start .. total_steps - 1``; returns (state, the last evaluation record or {}).
+    After a step that ends a log, eval or checkpoint interval (or is one of
+    ``checkpoint_steps``), the metrics are flushed, then checkpoints saved (with the run's
+    totals in progress.json), then the evaluation run; the last step does all of them. A
+    Ctrl-C stops at the next step boundary with a checkpoint (``RunInterrupted``)."""
     config = run.config
     log = MetricsLog(run.workdir / "metrics.jsonl", start)
     lrs = run.optimizer.lr_table(config.total_steps)
@@ -150,65 +196,69 @@ def train_loop(run: Run, state, start: int, evaluate: Evaluator, progress: bool)
         start, config.total_steps, place=lambda batch: shard_batch(batch, run.mesh))
     bar = tqdm(total=config.total_steps, initial=start, disable=not progress, mininterval=1.0,
                desc="train", unit="step")
-    metrics_since_log = StepMetrics(run, log, lrs, start, bar)
+    metrics_since_log = StepMetrics(run, log, lrs, start, totals, bar)
     keep = set(config.checkpoint_steps)
-    last_record, eval_time, checkpoint_time = {}, 0.0, 0.0
+    last_record = {}
     try:
-        for step, batch in prefetch:
-            state, metrics = run.programs.step(state, batch, {"lr": lrs[step],
-                                                              "weight_decay": weight_decay})
-            metrics_since_log.add(metrics)
-            done = step + 1
-            bar.update(1)
-            at_end = done == config.total_steps
-            evals = at_end or (config.eval_every and done % config.eval_every == 0)
-            ckpt = at_end or (config.checkpoint_every and done % config.checkpoint_every == 0)
-            if evals or ckpt or done in keep or (config.log_every and done % config.log_every == 0):
-                metrics_since_log.flush(done)
-                checkpoint_start = time.perf_counter()
-                if ckpt:
-                    run.checkpointer.save(done, state)
-                if done in keep:
-                    run.branch_points.save(done, state)
-                eval_start = time.perf_counter()
-                checkpoint_time += eval_start - checkpoint_start
-                if evals:
-                    last_record = evaluate(done, state.params, final=at_end)
-                    log.write(last_record)
-                    bar.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                                       for k, v in last_record.items()))
-                metrics_since_log.restart_clock()
-                eval_time += metrics_since_log.interval_start - eval_start
+        with stop_on_interrupt() as stop:
+            for step, batch in prefetch:
+                state, metrics = run.programs.step(state, batch, {"lr": lrs[step],
+                                                                  "weight_decay": weight_decay})
+                metrics_since_log.add(metrics)
+                done = step + 1
+                bar.update(1)
+                at_end = done == config.total_steps
+                stopping = stop.requested  # read once: a request arriving later waits a step
+                evals = at_end or (config.eval_every and done % config.eval_every == 0)
+                ckpt = (at_end or stopping
+                        or (config.checkpoint_every and done % config.checkpoint_every == 0))
+                if (evals or ckpt or done in keep
+                        or (config.log_every and done % config.log_every == 0)):
+                    metrics_since_log.flush(done)
+                    checkpoint_start = time.perf_counter()
+                    if ckpt:
+                        run.checkpointer.save(done, state)
+                    if done in keep:
+                        run.branch_points.save(done, state)
+                    eval_start = time.perf_counter()
+                    totals.checkpoint_time_s += eval_start - checkpoint_start
+                    if ckpt:
+                        totals.wall_time_s = clock.wall_time()
+                        write_progress(run.workdir, done, totals, run.checkpointer.all_steps())
+                    if stopping and not at_end:
+                        raise RunInterrupted(done, run.workdir)
+                    if evals:
+                        last_record = evaluate(done, state.params, final=at_end)
+                        log.write(last_record)
+                        bar.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                           for k, v in last_record.items()))
+                    metrics_since_log.restart_clock()
+                    totals.eval_time_s += metrics_since_log.interval_start - eval_start
     finally:
         prefetch.close()
         bar.close()
-        run.checkpointer.close()
-        if run.branch_points is not None:
-            run.branch_points.close()
-    return LoopOutcome(state, last_record, metrics_since_log.last_loss,
-                       metrics_since_log.train_time, eval_time, checkpoint_time)
+    return state, last_record
 
 
-def result_record(config, start: int, outcome: LoopOutcome, setup_time: float,
-                  wall_time: float) -> dict:
+def result_record(config, start: int, state, last_record: dict, totals: Progress) -> dict:
     """What result.json holds: lengths, the final evaluation, the parameters' digest, the
-    numerics version, timings and the config."""
-    steps_run = config.total_steps - start
+    numerics version, the timings of the whole run (over every call that trained it) and the
+    config."""
     return {
         "steps": config.total_steps,
-        "steps_this_run": steps_run,
+        "steps_this_run": config.total_steps - start,
         "images_seen": config.total_steps * config.batch_size,
-        "final_train_loss": outcome.last_loss,
-        **{k: v for k, v in outcome.last_record.items() if k != "step"},
-        "params_sha256": params_sha256(outcome.state.params),
+        "final_train_loss": totals.last_loss,
+        **{k: v for k, v in last_record.items() if k != "step"},
+        "params_sha256": params_sha256(state.params),
         "numerics_version": NUMERICS_VERSION,
-        "wall_time_s": wall_time,
-        "setup_time_s": setup_time,
-        "train_time_s": outcome.train_time,
-        "eval_time_s": outcome.eval_time,
-        "checkpoint_time_s": outcome.checkpoint_time,
-        "images_per_s": (steps_run * config.batch_size / outcome.train_time
-                         if outcome.train_time else None),
+        "wall_time_s": totals.wall_time_s,
+        "setup_time_s": totals.setup_time_s,
+        "train_time_s": totals.train_time_s,
+        "eval_time_s": totals.eval_time_s,
+        "checkpoint_time_s": totals.checkpoint_time_s,
+        "images_per_s": (totals.steps_trained * config.batch_size / totals.train_time_s
+                         if totals.train_time_s else None),
         "devices": len(jax.devices()),
         "config": config.to_dict(),
     }

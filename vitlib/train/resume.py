@@ -2,6 +2,10 @@
 branch), or fresh parameters (optionally replaced, as fine-tuning does)."""
 from __future__ import annotations
 
+import contextlib
+import gc
+import logging
+import sys
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -15,20 +19,67 @@ def starting_state(run: Run, init_params: Optional[Callable] = None,
                    start_from: Optional[tuple] = None):
     """(state, step) the run continues from; see ``fit`` for ``init_params`` and
     ``start_from``. A checkpoint of the run itself always wins."""
-    start = run.checkpointer.latest_step() or 0
-    if start:
-        state = run.checkpointer.restore(start, run.abstract_state)
+    saved = run.checkpointer.all_steps()
+    if saved:
+        state, start = restore_latest_intact(run.checkpointer, saved, run.abstract_state,
+                                             run.workdir / "checkpoints")
         print(f"resumed from step {start} in {run.workdir}", flush=True)
     elif start_from is not None:
         state, start = restore_branch_point(start_from, run.abstract_state,
                                             run.config.total_steps)
         print(f"started from step {start} of {start_from[0]}", flush=True)
     else:
-        state = run.programs.init(run.config.seed)
+        state, start = run.programs.init(run.config.seed), 0
         if init_params is not None:
             state = state.replace(params=jax.device_put(init_params(state.params),
                                                         run.programs.shardings.params))
     return state, start
+
+
+class CheckpointError(ValueError):
+    """No checkpoint of the run can be read."""
+
+
+def _reason(err: Exception) -> str:
+    first = str(err).strip().splitlines()[0].split(" See full")[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {first[:160].rstrip('.')}"
+
+
+@contextlib.contextmanager
+def _quiet_failed_reads():
+    """A failed orbax restore leaves its other reads unfinished; when they are collected, Python
+    and asyncio print a traceback for each (thousands of lines). Collect them here, quietly."""
+    hook, logger = sys.unraisablehook, logging.getLogger("asyncio")
+    level = logger.level
+    sys.unraisablehook, logger.level = (lambda unraisable: None), logging.CRITICAL
+    try:
+        yield
+    finally:
+        gc.collect()
+        sys.unraisablehook, logger.level = hook, level
+
+
+def restore_latest_intact(checkpointer: Checkpointer, steps: list[int], abstract, folder: Path):
+    """(state, step) of the newest checkpoint that reads back whole. An unreadable newer one
+    (truncated, partly deleted) is named in one line and removed, so the run saves that step
+    again; none readable is a ``CheckpointError``."""
+    skipped = []
+    for step in sorted(steps, reverse=True):
+        try:
+            with _quiet_failed_reads():
+                state = checkpointer.restore(step, abstract)
+        except Exception as err:  # orbax / tensorstore raise many kinds for a damaged file
+            skipped.append((step, _reason(err)))
+            continue
+        for bad, reason in skipped:
+            print(f"checkpoint at step {bad} in {folder} is unreadable ({reason}); removed it "
+                  f"and resumed from step {step}", flush=True)
+            checkpointer.delete(bad)
+        return state, step
+    raise CheckpointError(
+        f"checkpoints: none of the checkpoints in {folder} (steps {sorted(steps)}) can be read; "
+        f"the newest failed with {skipped[0][1]}. Use --restart (fit(..., restart=True)) to "
+        f"train afresh, or another --workdir.")
 
 
 def restore_branch_point(start_from: tuple, abstract, total_steps: int):
