@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from train_cli import train_command
 
 from vitlib.configs import apply_overrides, load_config
 from vitlib.train import fit
@@ -131,11 +132,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one(straight, tmp_path,
 
 
 def _command(workdir, *sets):
-    cmd = [sys.executable, "-m", "vitlib.train", "--config", "quickstart", "--workdir",
-           str(workdir), "--no-progress"]
-    for item in [*SMALL, *sets]:
-        cmd += ["--set", item]
-    return cmd
+    return train_command(workdir, [*SMALL, *sets])
 
 
 def test_ctrl_c_stops_at_a_step_with_a_checkpoint_and_resumes_to_the_same_result(tmp_path):

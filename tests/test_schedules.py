@@ -74,7 +74,8 @@ def test_cooldown_branch_equals_main_run_until_it_branches(branch_step):
 
 @pytest.mark.parametrize("kwargs, field", [
     (dict(kind="step"), "schedule.kind"),
-    (dict(warmup_steps=600, cooldown_steps=500), "warmup_steps .* cooldown_steps"),
+    (dict(warmup_steps=600, cooldown_steps=500),
+     "schedule.warmup_steps \\+ schedule.cooldown_steps: 600 \\+ 500"),
     (dict(warmup_steps=-1), "schedule.warmup_steps"),
     (dict(cooldown_steps=-5), "schedule.cooldown_steps"),
     (dict(timescale=0), "schedule.timescale"),

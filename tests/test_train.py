@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from train_cli import train_command
 
 from vitlib.configs import apply_overrides, load_config
 
@@ -19,11 +20,7 @@ SMALL = ["dataset=digits", "model.variant='Pico/7'", "batch_size=32", "eval_batc
 
 
 def _command(workdir, *sets):
-    cmd = [sys.executable, "-m", "vitlib.train", "--config", "quickstart", "--workdir",
-           str(workdir), "--no-progress"]
-    for item in [*SMALL, *sets]:
-        cmd += ["--set", item]
-    return cmd
+    return train_command(workdir, [*SMALL, *sets])
 
 
 def _train(workdir, *sets, env=None, timeout=300):

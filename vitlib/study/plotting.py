@@ -2,6 +2,20 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+
+def plain_log_ticks(axis) -> None:
+    """A log axis labelled in plain numbers at 1, 2, 3, 5 x 10^k (0.2, 0.3, 0.5, 1, 2, ...)
+    instead of matplotlib's 2x10^-1: error rates and GiB read as they are."""
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def axis_label(key: str) -> str:
+    """A result key as an axis label: 'fewshot_digits_10shot_error' -> 'digits 10-shot error'."""
+    return key.replace("fewshot_", "").replace("shot", "-shot").replace("_", " ")
 
 
 def params_vs_gflops(rows: list[dict], paper: bool = True):
@@ -25,6 +39,9 @@ def params_vs_gflops(rows: list[dict], paper: bool = True):
                     arrowprops=dict(arrowstyle="-", lw=0.5, color="0.4"))
     ax.set(xscale="log", yscale="log", xlabel="forward GFLOPs per image (224px)",
            ylabel="parameters (millions, no head)", title="ViT variants: size vs compute")
+    ax.margins(x=0.12, y=0.15)  # room for the labels of the smallest and largest variants
+    plain_log_ticks(ax.xaxis)
+    plain_log_ticks(ax.yaxis)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="upper left")
     return fig
@@ -48,6 +65,7 @@ def grouped_bars(rows: list[dict], x: str, group: str, value: str, ylabel: str, 
     ax.set(ylabel=ylabel, title=title)
     if log:
         ax.set_yscale("log")
+        plain_log_ticks(ax.yaxis)
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
     return fig
@@ -92,7 +110,7 @@ def _data_sizes(rows: list[dict], data: str) -> list:
 
 def compute_vs_error(ax, rows: list[dict], model: str, data: str, compute: str, error: str,
                      fit=None, band=None, frontier=None, title: str = "",
-                     xlabel: str = "training FLOPs"):
+                     xlabel: str = "training FLOPs", ylabel: str = ""):
     """Figure 2's panel: error vs compute on log-log axes, colour = model (in the order rows
     first name them), marker = data size (smallest first), the same (model, data) joined
     across lengths; ``frontier`` (compute, error) of the Pareto frontier circled; ``fit``
@@ -120,8 +138,9 @@ def compute_vs_error(ax, rows: list[dict], model: str, data: str, compute: str, 
         ax.scatter([], [], color=colours[m], label=str(m))
     for j, dsize in enumerate(datas):
         ax.scatter([], [], color="0.3", marker=MARKERS[j % len(MARKERS)], label=f"data {dsize}")
-    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=error.replace("_", " "),
+    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel or axis_label(error),
            title=title)
+    plain_log_ticks(ax.yaxis)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
     return ax
@@ -138,8 +157,9 @@ def best_per_group(ax, rows: list[dict], model: str, data: str, error: str, titl
         xs = [i for i, y in enumerate(ys) if y is not None]
         ax.plot(xs, [ys[i] for i in xs], "o-", color=colours[m], label=str(m))
     ax.set_xticks(range(len(datas)), [str(d) for d in datas])
-    ax.set(xlabel="training data size", ylabel=f"best {error.replace('_', ' ')}", title=title,
+    ax.set(xlabel="training data size", ylabel=f"best {axis_label(error)}", title=title,
            yscale="log")
+    plain_log_ticks(ax.yaxis)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     return ax
@@ -154,8 +174,9 @@ def error_vs_images(ax, rows: list[dict], model: str, images: str, error: str,
         if pts:
             xs, ys = zip(*pts)
             ax.plot(xs, ys, "o-", color=colours[m], label=str(m))
-    ax.set(xscale="log", yscale="log", xlabel="images seen", ylabel=error.replace("_", " "),
+    ax.set(xscale="log", yscale="log", xlabel="images seen", ylabel=axis_label(error),
            title=title)
+    plain_log_ticks(ax.yaxis)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     return ax
@@ -187,8 +208,9 @@ def decay_heatmap(ax, values, heads: list, bodies: list, title: str, marks: dict
     ax.set_xticks(range(len(heads)), [f"{h:g}" for h in heads])
     ax.set_yticks(range(len(bodies)), [f"{b:g}" for b in bodies])
     ax.set(xlabel="head weight decay", ylabel="body weight decay", title=title)
-    if marks:
-        ax.legend(loc="upper left", fontsize=7, framealpha=0.8)
+    if marks:  # below the axes: inside, it would hide a cell's value
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=len(marks), fontsize=7,
+                  frameon=False)
     ax.figure.colorbar(image, ax=ax, fraction=0.046)
 
 
@@ -218,7 +240,11 @@ def schedules_figure(curves: dict, schedules: dict, finals: list[dict], metric: 
     for label, (steps, lr) in schedules.items():
         bottom.plot(steps, lr, color=colour[label.split(":")[0]], lw=1,
                     linestyle="-" if label.endswith(":main") else "--")
+    bottom.plot([], [], color="0.3", lw=1, linestyle="-", label="main run (one per family)")
+    bottom.plot([], [], color="0.3", lw=1, linestyle="--",
+                label="cooldown branch / run of one length")
     bottom.set(xlabel="step", ylabel="learning rate")
+    bottom.legend(fontsize=8)
     bottom.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -251,6 +277,11 @@ def fit_blocks(ax, cells: list[dict], columns: list, rows: list, settings: list[
     ax.set_xticks(range(len(columns)), [str(c) for c in columns], fontsize=8)
     ax.set_yticks(range(len(rows)), [str(r) for r in rows], fontsize=8)
     ax.set(xlabel="width", ylabel="depth", title=title)
-    ax.legend(handles=[Patch(color=c, label=f"fits from: {s}") for c, s in zip(colours, settings)]
-              + [Patch(color=(0.85, 0.85, 0.85), label="fits in none")],
-              fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    shown = {cell["first"] for cell in cells}
+    handles = [Patch(color=c, label=f"fits from: {s}")
+               for i, (c, s) in enumerate(zip(colours, settings)) if i in shown]
+    if None in shown:
+        handles.append(Patch(color=(0.85, 0.85, 0.85), label="fits in none"))
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1),
+              title="paler = slower (relative images/s\nfrom the step's FLOPs)",
+              title_fontsize=7)

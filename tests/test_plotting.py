@@ -1,0 +1,52 @@
+"""Figures say what they show: plain tick labels on log axes, legends that list only what is
+drawn and never cover a value."""
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from vitlib.study import plotting  # noqa: E402
+
+
+def _labels(axis, fig):
+    fig.canvas.draw()
+    return [t.get_text() for t in axis.get_ticklabels() if t.get_text()]
+
+
+def test_log_error_axes_read_as_plain_numbers():
+    fig, ax = plt.subplots()
+    rows = [{"model": m, "data": d, "flops": f, "error": e}
+            for m, d, f, e in [("a", 10, 1e10, 0.6), ("a", 10, 1e11, 0.35), ("b", 10, 1e12, 0.15)]]
+    plotting.compute_vs_error(ax, rows, "model", "data", "flops", "error")
+    labels = _labels(ax.yaxis, fig)
+    assert labels and all("10^" not in t and "times" not in t for t in labels), labels
+    assert set(labels) <= {"0.1", "0.2", "0.3", "0.5", "1"}, labels
+    assert plotting.axis_label("fewshot_digits_10shot_error") == "digits 10-shot error"
+
+
+def test_heatmap_legend_sits_outside_the_cells():
+    fig, ax = plt.subplots()
+    plotting.decay_heatmap(ax, [[1.0, 2.0], [3.0, 4.0]], [0.1, 1.0], [0.1, 1.0], "t",
+                           marks={"chosen": (0.1, 1.0), "paper": (1.0, 0.1)})
+    fig.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    assert legend.y1 <= ax.get_window_extent().y0  # below the axes, over no cell
+
+
+def test_fit_map_legend_lists_only_the_settings_drawn_and_explains_the_shade():
+    fig, ax = plt.subplots()
+    cells = [{"column": 1, "row": 1, "label": "x", "first": 0, "speed": 1.0},
+             {"column": 2, "row": 1, "label": "y", "first": None, "speed": 0.5}]
+    plotting.fit_blocks(ax, cells, [1, 2], [1], ["first", "second", "third"], "t")
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["fits from: first", "fits in none"]
+    assert "slower" in legend.get_title().get_text()
+
+
+def test_schedules_figure_explains_its_line_styles():
+    fig = plotting.schedules_figure({"rsqrt:main": ([0, 1], [0.5, 0.6])},
+                                    {"rsqrt:main": ([0, 1], [1e-3, 1e-3]),
+                                     "rsqrt:150": ([0, 1], [1e-3, 0.0])},
+                                    [{"label": "rsqrt:150", "step": 1, "value": 0.6}], "acc", "t")
+    texts = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert any("main run" in t for t in texts) and any("branch" in t for t in texts)
