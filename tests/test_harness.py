@@ -286,3 +286,23 @@ def test_pooled_std_matches_the_anova_within_group_estimate():
     same = [np.random.default_rng(0).normal(0, 1, 4) for _ in range(3)]
     assert pooled_std([same[0]])[0] == pytest.approx(np.std(same[0], ddof=1))
     assert np.isnan(pooled_std([[1.0], [2.0]])[0]) and pooled_std([[1.0], [2.0]])[1] == 0
+
+
+def test_underpowered_and_untestable_claims_are_counted_apart(tmp_path):
+    from vitlib.study.statistics import equivalence_power
+
+    f = Findings("07_demo", "cpu")
+    f.claim("equal", paper="same", measured=0.004, tolerance="|d| <= 0.01", noise=0.01,
+            verdict="inconclusive", reason=equivalence_power(0.01, 0.01, k=2))
+    f.claim("law", paper="saturates", measured={"c": 0.15}, tolerance="fit",
+            verdict="inconclusive", reason="not testable: c is at its upper bound")
+    f.claim("bigger wins", paper="yes", measured=0.1, tolerance="> 2 se", noise=0.01,
+            verdict="holds")
+    with pytest.raises(ValueError, match="reason"):
+        f.claim("x", paper="y", measured=1, tolerance="t", verdict="holds",
+                reason="underpowered: no")
+    f.save(tmp_path / "figures")
+    text = findings.render_results(tmp_path)
+    assert "3 claims of the paper: 1 hold, 0 do not hold, 2 inconclusive (1 underpowered, " \
+           "1 not testable)" in text
+    assert "**inconclusive** (underpowered: the tolerance 0.01 is not above" in text

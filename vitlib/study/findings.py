@@ -36,6 +36,7 @@ from vitlib.study.provenance import source_state
 from vitlib.study.results import committed_results_dir, findings_output, repo_root
 
 VERDICTS = ("holds", "does not hold", "inconclusive")
+REASONS = ("underpowered:", "not testable:")  # why an inconclusive verdict could not be otherwise
 
 
 class ClaimCheckFailed(AssertionError):
@@ -128,11 +129,21 @@ class Findings:
         return bool(passed)
 
     def claim(self, statement: str, *, paper, measured, tolerance, verdict: str,
-              noise=None, **evidence) -> str:
-        """Record the paper's ``statement`` re-tested here; never raises on the verdict."""
+              noise=None, reason: Optional[str] = None, **evidence) -> str:
+        """Record the paper's ``statement`` re-tested here; never raises on the verdict.
+
+        ``reason`` says why an ``inconclusive`` verdict could not be otherwise: it starts with
+        ``underpowered:`` (``statistics.equivalence_power``) or ``not testable:``
+        (``statistics.fit_testability``); FINDINGS.md counts such claims apart."""
         if verdict not in VERDICTS:
             raise ValueError(f"verdict: {verdict!r} is not allowed; choose one of "
                              f"{list(VERDICTS)}")
+        if reason is not None:
+            if verdict != "inconclusive" or not reason.startswith(REASONS):
+                raise ValueError(f"reason: {reason!r} is not allowed with verdict {verdict!r}; "
+                                 f"a reason goes with 'inconclusive' and starts with one of "
+                                 f"{list(REASONS)}")
+            evidence["reason"] = reason
         for field, value in (("statement", statement), ("paper", paper),
                              ("measured", measured), ("tolerance", tolerance)):
             if value is None or value == "":
@@ -140,7 +151,7 @@ class Findings:
         self.claims.append({"statement": statement, "paper": paper, "measured": measured,
                             "tolerance": tolerance, "noise": noise, "verdict": verdict,
                             **evidence})
-        print(f"[claim {verdict.upper()}] {statement}")
+        print(f"[claim {verdict.upper()}{f' ({reason})' if reason else ''}] {statement}")
         return verdict
 
     @property
@@ -191,13 +202,18 @@ def summarize(records: list[dict]) -> dict:
     claims = [c for r in records for c in r.get("claims", [])]
     checks = [c for r in records for c in r.get("checks", [])]
     return {**{v: sum(c["verdict"] == v for c in claims) for v in VERDICTS},
+            **{r.rstrip(":"): sum(str(c.get("reason", "")).startswith(r) for c in claims)
+               for r in REASONS},
             "claims": len(claims), "checks": len(checks),
             "checks_failed": sum(not c["passed"] for c in checks)}
 
 
 def summary_line(counts: dict) -> str:
+    apart = [f"{counts.get(r.rstrip(':'), 0)} {r.rstrip(':')}" for r in REASONS
+             if counts.get(r.rstrip(":"), 0)]
+    why = f" ({', '.join(apart)})" if apart else ""
     return (f"{counts['claims']} claims of the paper: {counts['holds']} hold, "
-            f"{counts['does not hold']} do not hold, {counts['inconclusive']} inconclusive; "
+            f"{counts['does not hold']} do not hold, {counts['inconclusive']} inconclusive{why}; "
             f"{counts['checks']} checks of the code: "
             f"{counts['checks'] - counts['checks_failed']} passed, {counts['checks_failed']} "
             f"failed")
@@ -228,7 +244,8 @@ def render(records: list[dict], where: str) -> str:
                       "beforehand) | verdict |", "|---|---|---|---|---|---|"]
             lines += [f"| {_cell(c['statement'])} | {_cell(c['paper'])} | "
                       f"{_cell(c['measured'])} | {_noise(c.get('noise'))} | "
-                      f"{_cell(c['tolerance'])} | **{c['verdict']}** |"
+                      f"{_cell(c['tolerance'])} | **{c['verdict']}**"
+                      f"{' (' + _cell(c['reason']) + ')' if c.get('reason') else ''} |"
                       for c in record["claims"]]
         else:
             lines.append("No claims: every finding of this notebook is a check.")
