@@ -5,10 +5,11 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 
-def plain_log_ticks(axis) -> None:
-    """A log axis labelled in plain numbers at 1, 2, 3, 5 x 10^k (0.2, 0.3, 0.5, 1, 2, ...)
-    instead of matplotlib's 2x10^-1: error rates and GiB read as they are."""
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
+def plain_log_ticks(axis, subs=(1.0, 2.0, 3.0, 5.0)) -> None:
+    """A log axis labelled in plain numbers at ``subs`` x 10^k (0.2, 0.3, 0.5, 1, 2, ...)
+    instead of matplotlib's 2x10^-1: error rates and GiB read as they are. Axes spanning
+    several decades want fewer ``subs`` (``(1,)``)."""
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
 
@@ -40,8 +41,8 @@ def params_vs_gflops(rows: list[dict], paper: bool = True):
     ax.set(xscale="log", yscale="log", xlabel="forward GFLOPs per image (224px)",
            ylabel="parameters (millions, no head)", title="ViT variants: size vs compute")
     ax.margins(x=0.12, y=0.15)  # room for the labels of the smallest and largest variants
-    plain_log_ticks(ax.xaxis)
-    plain_log_ticks(ax.yaxis)
+    plain_log_ticks(ax.xaxis, subs=(1.0,))
+    plain_log_ticks(ax.yaxis, subs=(1.0, 3.0))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="upper left")
     return fig
