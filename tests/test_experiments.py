@@ -108,3 +108,18 @@ def test_runs_of_many_lengths_train_one_main_run_plus_the_cooldowns(tmp_path):
     assert [r["steps_this_run"] for r in runs] == [2, 3]
     main = json.loads((Path(runs[0]["parent_workdir"]) / "result.json").read_text())
     assert main["steps"] == 9 and main["config"]["checkpoint_steps"] == [6, 9]
+
+
+def test_cached_runs_and_branches_read_back_after_the_runs_folder_moves(tmp_path):
+    import shutil
+
+    overrides = {**TINY, "optim.schedule": {"kind": "rsqrt", "warmup_steps": 2, "timescale": 4}}
+    first = experiments.runs_of_many_lengths("quickstart", overrides, [8, 12], 0.25,
+                                             tmp_path / "here")
+    shutil.copytree(tmp_path / "here", tmp_path / "moved")
+    shutil.rmtree(tmp_path / "here")
+    again = experiments.runs_of_many_lengths("quickstart", overrides, [8, 12], 0.25,
+                                             tmp_path / "moved")
+    assert [r["cached"] for r in again] == [True, True]
+    assert [r["params_sha256"] for r in again] == [r["params_sha256"] for r in first]
+    assert [r["steps_this_run"] for r in again] == [2, 3]

@@ -45,8 +45,16 @@ def _read_cached(workdir: Path, config, record: dict) -> Optional[dict]:
     result = json.loads(result_file.read_text())
     same = (result["config"] == _plain(config)
             and result.get("numerics_version") == NUMERICS_VERSION
-            and all(result.get(k) == v for k, v in record.items()))
+            and all(_same_record_value(k, result.get(k), v) for k, v in record.items()))
     return {**result, "workdir": str(workdir), "cached": True} if same else None
+
+
+def _same_record_value(key: str, stored, wanted) -> bool:
+    # A parent is the run in the folder of that name (its name holds its config's hash): the
+    # runs root may have moved since (another checkout, a copied or linked runs/ folder).
+    if key == "parent_workdir":
+        return stored is not None and Path(stored).name == Path(wanted).name
+    return stored == wanted
 
 
 def run_cached(config: ml_collections.ConfigDict, root, name: str = "run") -> dict:
