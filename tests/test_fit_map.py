@@ -4,8 +4,8 @@ import jax
 import pytest
 
 from vitlib.analysis import fit_map
-from vitlib.analysis.memory import (PLAN_COMPILER_OPTIONS, _batch, _train_step, compiled_plan,
-                                    step_flops)
+from vitlib.analysis.step_memory import (PLAN_COMPILER_OPTIONS, _batch, _train_step, compiled_plan,
+                                         step_flops)
 from vitlib.models import count_flops, vit_config
 
 TINY = dict(image_size=28, num_classes=10)
@@ -72,7 +72,7 @@ def test_plan_fit_map_plans_each_cell_once_and_reads_back(tmp_path, monkeypatch)
 
 
 def test_temporaries_breakdown_names_the_gradient_tree():
-    from vitlib.analysis.memory import temporaries_breakdown
+    from vitlib.analysis.step_memory import temporaries_breakdown
     from vitlib.models import count_params
 
     report = temporaries_breakdown("Ti/16", "adafactor_bv", 4, remat=True, image_size=64)

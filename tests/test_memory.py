@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from vitlib.analysis.memory import optimizer_memory, param_shapes
+from vitlib.analysis.state_memory import optimizer_memory, param_shapes
 
 
 def _formula_bytes(variant, optimizer):
@@ -66,7 +66,8 @@ def test_cli_json_and_errors():
 
 
 def test_compiled_plan_of_the_real_train_step_on_virtual_devices():
-    from vitlib.analysis.memory import optimizer_memory, plan_in_subprocess
+    from vitlib.analysis.state_memory import optimizer_memory
+    from vitlib.analysis.step_memory import plan_in_subprocess
     replicated = plan_in_subprocess("Pico/4", "adam", batch_per_device=4, devices=2,
                                     image_size=32)
     sharded = plan_in_subprocess("Pico/4", "adam", batch_per_device=4, devices=2,
@@ -84,7 +85,7 @@ def test_compiled_plan_of_the_real_train_step_on_virtual_devices():
 
 def test_planner_matches_the_measured_peak_of_the_real_step():
     """Run the planned S/16 step for real (fresh process) and compare peak RSS growth."""
-    code = ("import json; from vitlib.analysis.memory import measured_step_growth; "
+    code = ("import json; from vitlib.analysis.step_memory import measured_step_growth; "
             "print(json.dumps(measured_step_growth('S/16', 'adam', 8)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300)
@@ -97,7 +98,7 @@ def test_planner_matches_the_measured_peak_of_the_real_step():
 def test_plans_skip_llvm_optimisation_without_changing_the_memory_numbers():
     """PLAN_COMPILER_OPTIONS only speeds up compiling: XLA's memory analysis is the same as
     with the default compiler options."""
-    from vitlib.analysis import memory
+    from vitlib.analysis import step_memory as memory
 
     step, make_state, shardings, mesh, hyper = memory._train_step(
         "Pico/8", "adafactor_bv", 1, False, True, 64, 10, "float32", True, "nothing_saveable")

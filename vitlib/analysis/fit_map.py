@@ -1,11 +1,11 @@
 """Which ViT shapes fit one accelerator core, and how fast each would train (paper Section 3.6,
-Figure 8), planned on a CPU with ``vitlib.analysis.memory``'s compiled-step planner.
+Figure 8), planned on a CPU with ``vitlib.analysis.step_memory``'s compiled-step planner.
 
 The paper compiled many ViTs (patch 14, 224 px, 32 images per TPUv3 core of 16 GiB) under three
 settings, each adding a saving: the original ViT (class token, Adam); the class token removed
 and Adam's first moment in bfloat16; the modified Adafactor. Here every (shape, setting, remat)
 is one compiled-step plan (per-device memory from XLA's buffer assignment, nothing allocated)
-and every (shape without its depth, setting, remat) one FLOP count (``memory.step_flops``).
+and every (shape without its depth, setting, remat) one FLOP count (``step_memory.step_flops``).
 
 Plans run in worker processes (JAX fixes its devices when it starts), several per process,
 ``workers`` processes at a time, and each finished plan is cached as one JSON file: an
@@ -87,7 +87,7 @@ def _model(shape_row: dict, pool_type: str, pad_tokens_to: int) -> dict:
 def run_spec(spec: dict) -> dict:
     """One plan (``kind`` memory: ``compiled_plan`` on one device) or FLOP count (``kind``
     flops: ``step_flops``); what the worker processes call."""
-    from vitlib.analysis.memory import compiled_plan, step_flops
+    from vitlib.analysis.step_memory import compiled_plan, step_flops
 
     args = {k: v for k, v in spec.items() if k != "kind"}
     if spec["kind"] == "memory":
