@@ -19,17 +19,13 @@ from vitlib.configs import load_config, set_fields
 from vitlib.files import write_json
 from vitlib.optim.schedules import LENGTH_FREE_KINDS
 from vitlib.train.loop import NUMERICS_VERSION, fit
-
-
-def _plain(config) -> dict:
-    """The config as plain JSON data (tuples become lists), as result.json stores it."""
-    return json.loads(json.dumps(config.to_dict(), default=str))
+from vitlib.train.workdir import finished_result, plain
 
 
 def config_hash(config: ml_collections.ConfigDict, **extra) -> str:
     """Key of a run: its config, ``extra`` (a branch's parent and step) and the numerics
     version, so a change in what the code computes retrains instead of reading old results."""
-    text = json.dumps({"config": _plain(config), "numerics_version": NUMERICS_VERSION, **extra},
+    text = json.dumps({"config": plain(config), "numerics_version": NUMERICS_VERSION, **extra},
                       sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -39,13 +35,9 @@ def make_config(base: str, overrides: dict) -> ml_collections.ConfigDict:
 
 
 def _read_cached(workdir: Path, config, record: dict) -> Optional[dict]:
-    result_file = workdir / "result.json"
-    if not result_file.is_file():
-        return None
-    result = json.loads(result_file.read_text())
-    same = (result["config"] == _plain(config)
-            and result.get("numerics_version") == NUMERICS_VERSION
-            and all(_same_record_value(k, result.get(k), v) for k, v in record.items()))
+    result = finished_result(workdir, config, NUMERICS_VERSION)
+    same = result is not None and all(_same_record_value(k, result.get(k), v)
+                                      for k, v in record.items())
     return {**result, "workdir": str(workdir), "cached": True} if same else None
 
 

@@ -25,12 +25,11 @@ from typing import Callable, Optional
 
 import jax
 import numpy as np
-from ml_collections import ConfigDict
 from tqdm import tqdm
 
 from vitlib.data.batches import Prefetcher, train_batch
 from vitlib.files import write_bytes_atomic, write_json
-from vitlib.train.build import Run, build_run, check_config, make_tx
+from vitlib.train.build import Run, build_run, check_config
 from vitlib.train.evaluation import Evaluator
 from vitlib.train.interrupt import RunInterrupted, stop_on_interrupt
 from vitlib.train.resume import starting_state
@@ -77,7 +76,7 @@ def fit(config, workdir, init_params: Optional[Callable] = None, progress: bool 
         print(f"finished run read back from {workdir / 'result.json'} (--restart trains it "
               f"again)", flush=True)
         return finished
-    check_belongs(workdir, config, lambda c, n: make_tx(ConfigDict(c)).lr_table(n)[:n])
+    check_belongs(workdir, config)
     try:
         run = build_run(config, workdir)
     except BaseException:

@@ -13,9 +13,12 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
+
+from ml_collections import ConfigDict
 
 from vitlib.files import write_json
+from vitlib.train.build import make_tx
 
 RUN_FILES = ("checkpoints", "branch_points", "metrics.jsonl", "result.json", "config.json",
              "progress.json")
@@ -117,13 +120,15 @@ def recorded_config(workdir: Path) -> Optional[dict]:
     return recorded
 
 
-def check_belongs(workdir: Path, config, lr_table: Callable[[dict, int], list]) -> None:
+def _trained_lrs(config: dict, steps: int) -> list:
+    return list(make_tx(ConfigDict(config)).lr_table(steps))
+
+
+def check_belongs(workdir: Path, config) -> None:
     """Refuse to resume ``workdir`` under ``config`` when its run was trained under a config
     that differs in a key that changes the run. A longer ``total_steps`` alone is allowed when
     the learning rates of the steps already trained are the same under both configs (a
-    length-free schedule: rsqrt or constant, with no cooldown in the trained steps).
-
-    ``lr_table(config_dict, n)``: the lr of steps 0 .. n-1 under a config."""
+    length-free schedule: rsqrt or constant, with no cooldown in the trained steps)."""
     steps = saved_steps(workdir / "checkpoints")
     if not steps:
         return
@@ -141,7 +146,7 @@ def check_belongs(workdir: Path, config, lr_table: Callable[[dict, int], list]) 
                 f"workdir {workdir}: its run is at step {trained}, past the requested "
                 f"total_steps {new_steps}. Use another --workdir, or --restart to train this "
                 f"one afresh.")
-        if list(lr_table(recorded, trained)) == list(lr_table(requested, trained)):
+        if _trained_lrs(recorded, trained) == _trained_lrs(requested, trained):
             print(f"workdir {workdir}: total_steps {old_steps} -> {new_steps}; the "
                   f"{trained} steps trained so far had the same learning rates under both "
                   f"lengths, so the run continues as a {new_steps}-step run", flush=True)
