@@ -57,10 +57,6 @@ def saved_steps(folder: Path) -> list[int]:
     return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
 
 
-def has_run(workdir: Path) -> bool:
-    return bool(saved_steps(workdir / "checkpoints")) or (workdir / "result.json").is_file()
-
-
 def clear_run(workdir: Path) -> list[str]:
     """Delete the run's files from ``workdir`` (nothing else in it); the names removed."""
     removed = []
