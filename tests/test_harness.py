@@ -127,7 +127,7 @@ def test_findings_md_renders_claims_and_checks_and_detects_staleness(tmp_path, c
     figures = tmp_path / "results" / "figures"
     f = Findings("07_demo", "cpu")
     f.claim("bigger is better", paper="yes | always", measured={"small": 0.81234567, "big": 0.9},
-            tolerance="> 2 se", noise=0.01, verdict="holds")
+            tolerance="> 2 se", noise=0.01, mde=0.02, verdict="holds")
     f.claim("cheap", paper="~60%", measured=0.7, tolerance="<= 0.6", verdict="does not hold")
     f.check("counts add up", True)
     f.save(figures)
@@ -137,8 +137,9 @@ def test_findings_md_renders_claims_and_checks_and_detects_staleness(tmp_path, c
     assert findings.main(args) == 0
     text = out.read_text()
     assert "2 claims of the paper: 1 hold, 1 do not hold, 0 inconclusive" in text
-    assert "| bigger is better | yes \\| always | big: 0.9, small: 0.8123 | 0.01 | > 2 se | " \
-           "**holds** |" in text
+    assert "| bigger is better | yes \\| always | big: 0.9, small: 0.8123 | 0.01 | 0.02 | " \
+           "> 2 se | **holds** (powered) |" in text
+    assert "| cheap | ~60% | 0.7 | n/a | n/a | <= 0.6 | **does not hold** (noiseless) |" in text
     assert "- PASS: counts add up" in text and "## 07_demo" in text
     assert findings.main(args + ["--check"]) == 0
     out.write_text(text.replace("**holds**", "**inconclusive**"))  # a hand edit is caught

@@ -6,7 +6,8 @@ import pytest
 from scipy import stats
 
 from vitlib.study.statistics import (choose_inside_grid, equivalence_power, fit_testability,
-                                     minimal_detectable_effect, paired_difference)
+                                     minimal_detectable_effect, paired_difference, paired_greater,
+                                     paired_within)
 
 
 def test_paired_difference_matches_scipys_paired_t_test():
@@ -76,3 +77,37 @@ def test_fit_testability_names_bounds_wide_intervals_and_too_few_points():
     assert any("7 points for 4 parameters" in r for r in reasons)
     assert fit_testability({"a": 1.0, "b": 0.5}, {"b": (1e-4, 10.0)}, {"b": (0.4, 0.6)},
                            n_points=20) == []
+
+
+def _scipy_se(a, b):
+    # ttest_rel's statistic is mean(d) / se(d): recover se from scipy, not from our formula.
+    t = stats.ttest_rel(a, b).statistic
+    return float(np.mean(np.subtract(a, b)) / t)
+
+
+def test_paired_within_uses_the_paired_se_and_flags_an_underpowered_tolerance():
+    a, b = [0.580, 0.600, 0.571], [0.547, 0.556, 0.535]  # gaps +0.033, +0.044, +0.036
+    result = paired_within(a, b, tolerance=0.1, k=2)
+    se = _scipy_se(a, b)
+    assert result.noise == pytest.approx(se, rel=1e-9)
+    assert result.mde == pytest.approx(2 * se, rel=1e-9)
+    assert result.difference == pytest.approx(np.mean(np.subtract(a, b)))
+    assert result.verdict == "holds"  # 0.0377 + 2 x 0.0033 <= 0.1
+    assert paired_within(a, b, tolerance=0.02, k=2).verdict == "does not hold"
+    noisy_a, noisy_b = [0.50, 0.60, 0.55], [0.55, 0.50, 0.60]
+    underpowered = paired_within(noisy_a, noisy_b, tolerance=0.01, k=2)
+    assert underpowered.verdict == "inconclusive"
+    assert underpowered.reason.startswith("underpowered")
+    fields = underpowered.claim_fields()
+    assert {"verdict", "reason", "noise", "mde"} <= set(fields) and fields["seeds_paired"] == 3
+
+
+def test_paired_greater_is_read_at_the_paired_se_not_the_unpaired_one():
+    a, b = [0.580, 0.600, 0.571], [0.547, 0.556, 0.535]
+    unpaired_se = math.sqrt(np.var(a, ddof=1) / 3 + np.var(b, ddof=1) / 3)
+    assert unpaired_se > 2 * _scipy_se(a, b)  # the shared seed noise cancels in the pairs
+    result = paired_greater(a, b, k=2)
+    assert result.verdict == "holds" and result.reason is None
+    assert paired_greater(b, a, k=2).verdict == "does not hold"
+    assert paired_greater(a, b, k=2, margin=0.05).verdict == "does not hold"
+    assert paired_greater([0.5, 0.6, 0.55], [0.55, 0.5, 0.6], k=2).verdict == "inconclusive"

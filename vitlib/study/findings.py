@@ -129,12 +129,15 @@ class Findings:
         return bool(passed)
 
     def claim(self, statement: str, *, paper, measured, tolerance, verdict: str,
-              noise=None, reason: Optional[str] = None, **evidence) -> str:
+              noise=None, reason: Optional[str] = None, mde=None, **evidence) -> str:
         """Record the paper's ``statement`` re-tested here; never raises on the verdict.
 
         ``reason`` says why an ``inconclusive`` verdict could not be otherwise: it starts with
         ``underpowered:`` (``statistics.equivalence_power``) or ``not testable:``
-        (``statistics.fit_testability``); FINDINGS.md counts such claims apart."""
+        (``statistics.fit_testability``); FINDINGS.md counts such claims apart. ``mde`` is
+        the smallest effect the comparison could detect (``k x`` its noise), shown beside the
+        tolerance; ``statistics.paired_within(...).claim_fields()`` gives verdict, reason,
+        noise and mde of a paired comparison at once."""
         if verdict not in VERDICTS:
             raise ValueError(f"verdict: {verdict!r} is not allowed; choose one of "
                              f"{list(VERDICTS)}")
@@ -149,8 +152,8 @@ class Findings:
             if value is None or value == "":
                 raise ValueError(f"{field}: a claim needs it (got {value!r})")
         self.claims.append({"statement": statement, "paper": paper, "measured": measured,
-                            "tolerance": tolerance, "noise": noise, "verdict": verdict,
-                            **evidence})
+                            "tolerance": tolerance, "noise": noise, "mde": mde,
+                            "verdict": verdict, **evidence})
         print(f"[claim {verdict.upper()}{f' ({reason})' if reason else ''}] {statement}")
         return verdict
 
@@ -190,6 +193,14 @@ def _cell(value) -> str:
 
 def _noise(value) -> str:
     return "n/a" if value is None else _cell(value)
+
+
+def _power(claim: dict) -> str:
+    """What a verdict rests on: its reason when it could not be otherwise, else whether it was
+    read against noise (powered) or is a noiseless count or plan."""
+    if claim.get("reason"):
+        return claim["reason"]
+    return "noiseless" if claim.get("noise") is None else "powered"
 
 
 def load_findings(folder: Path) -> list[dict]:
@@ -240,12 +251,13 @@ def render(records: list[dict], where: str) -> str:
                   f"Profile `{record['profile']}`, produced by "
                   f"{_source_text(record.get('source'))}. {summary_line(counts)}.", ""]
         if record.get("claims"):
-            lines += ["| claim | paper says | measured here | noise | tolerance (fixed "
-                      "beforehand) | verdict |", "|---|---|---|---|---|---|"]
+            lines += ["| claim | paper says | measured here | noise (se) | detectable "
+                      "(k x se) | tolerance (fixed beforehand) | verdict |",
+                      "|---|---|---|---|---|---|---|"]
             lines += [f"| {_cell(c['statement'])} | {_cell(c['paper'])} | "
                       f"{_cell(c['measured'])} | {_noise(c.get('noise'))} | "
-                      f"{_cell(c['tolerance'])} | **{c['verdict']}**"
-                      f"{' (' + _cell(c['reason']) + ')' if c.get('reason') else ''} |"
+                      f"{_noise(c.get('mde'))} | {_cell(c['tolerance'])} | **{c['verdict']}** "
+                      f"({_cell(_power(c))}) |"
                       for c in record["claims"]]
         else:
             lines.append("No claims: every finding of this notebook is a check.")

@@ -144,3 +144,57 @@ def fit_testability(params: Mapping[str, float], bounds: Mapping[str, tuple],
         reasons.append(f"{n_points} points for {len(params)} parameters (need "
                        f"{min_points_per_param:g} per parameter)")
     return reasons
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedVerdict:
+    """A claim's verdict from a paired comparison, with the numbers FINDINGS.md shows."""
+    verdict: str
+    reason: Optional[str]  # why an inconclusive verdict could not be otherwise (or None)
+    difference: float  # mean over seeds of a - b
+    noise: float  # its paired standard error
+    mde: float  # the smallest difference this comparison detects: k x noise
+    n: int  # seeds paired
+
+    def claim_fields(self) -> dict:
+        """Keyword arguments of ``Findings.claim``: verdict, reason, noise, mde and evidence."""
+        return {"verdict": self.verdict, "reason": self.reason, "noise": self.noise,
+                "mde": self.mde, "difference": self.difference, "seeds_paired": self.n}
+
+
+def _verdict_within(difference: float, tolerance: float, spread: float) -> str:
+    if abs(difference) + spread <= tolerance:
+        return "holds"
+    if abs(difference) - spread > tolerance:
+        return "does not hold"
+    return "inconclusive"
+
+
+def paired_within(a, b, tolerance: float, k: float = 2.0) -> PairedVerdict:
+    """"``a`` and ``b`` agree within ``tolerance``" as an equivalence test on the per-seed
+    differences: holds when ``|d| + k se <= tolerance``, does not hold when
+    ``|d| - k se > tolerance``. An inconclusive verdict whose tolerance is not above
+    ``k se`` says so (``underpowered: ...``): no outcome could have made it hold."""
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance: must be a number >= 0, got {tolerance!r}")
+    d = paired_difference(a, b)
+    mde = minimal_detectable_effect(d.se, k)
+    verdict = _verdict_within(d.mean, tolerance, mde)
+    reason = equivalence_power(tolerance, d.se, k) if verdict == "inconclusive" else None
+    return PairedVerdict(verdict, reason, d.mean, d.se, mde, d.n)
+
+
+def paired_greater(a, b, k: float = 2.0, margin: float = 0.0) -> PairedVerdict:
+    """"``a`` exceeds ``b`` by more than ``margin``" on the per-seed differences: holds when
+    ``d - k se > margin``, does not hold when ``d + k se <= margin``. A directional claim is
+    powered by construction (its verdict states the se it was read at); ``mde`` says how large
+    an effect it could have seen."""
+    d = paired_difference(a, b)
+    mde = minimal_detectable_effect(d.se, k)
+    if d.mean - mde > margin:
+        verdict = "holds"
+    elif d.mean + mde <= margin:
+        verdict = "does not hold"
+    else:
+        verdict = "inconclusive"
+    return PairedVerdict(verdict, None, d.mean, d.se, mde, d.n)
