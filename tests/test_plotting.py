@@ -1,5 +1,6 @@
 """Figures say what they show: plain tick labels on log axes, legends that list only what is
 drawn and never cover a value."""
+import numpy as np
 import matplotlib
 
 matplotlib.use("Agg")
@@ -31,6 +32,24 @@ def test_heatmap_legend_sits_outside_the_cells():
     fig.canvas.draw()
     legend = ax.get_legend().get_window_extent()
     assert legend.y1 <= ax.get_window_extent().y0  # below the axes, over no cell
+
+
+def test_heatmap_marks_sit_inside_their_cells_and_ticks_show_integrated_decay():
+    fig, ax = plt.subplots()
+    heads, bodies = [0.1, 1.0, 10.0], [0.1, 1.0]
+    plotting.decay_heatmap(ax, np.ones((2, 3)), heads, bodies, "t", integral=0.5,
+                           marks={"chosen": (10.0, 1.0), "other": (10.0, 1.0)})
+    marked = [p for p in ax.patches if p.get_label() in ("chosen", "other")]
+    assert len(marked) == 2
+    for patch in marked:  # cell (column 2, row 1) spans x in [1.5, 2.5], y in [0.5, 1.5]
+        x, y, w, h = patch.get_x(), patch.get_y(), patch.get_width(), patch.get_height()
+        assert 1.5 < x and x + w < 2.5 and 0.5 < y and y + h < 1.5
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["0.1\n(0.05)", "1\n(0.5)", "10\n(5)"]
+    fig.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    ticks = max(t.get_window_extent().y0 for t in ax.get_xticklabels())
+    assert legend.y1 <= min(t.get_window_extent().y0 for t in ax.get_xticklabels()) <= ticks
 
 
 def test_fit_map_legend_lists_only_the_settings_drawn_and_explains_the_shade():

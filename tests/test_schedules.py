@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from vitlib.optim.schedules import cooldown_branch, make_schedule
+from vitlib.optim.schedules import cooldown_branch, lr_integral, make_schedule
 
 LR, TOTAL, WARMUP, TIMESCALE = 8e-4, 1000, 100, 50
 
@@ -95,3 +95,14 @@ def test_bad_totals_and_branches():
         cooldown_branch(LR, 500, 100, kind="linear")
     with pytest.raises(ValueError, match="branch_step"):
         cooldown_branch(LR, 50, 100, warmup_steps=100)
+
+
+def test_lr_integral_matches_closed_forms():
+    assert lr_integral(2e-3, 100, "constant") == pytest.approx(0.2, rel=1e-6)
+    # warmup 0..9 sums lr * (0 + 1 + ... + 9) / 10, then 90 steps at lr
+    assert lr_integral(1.0, 100, "constant", warmup_steps=10) == pytest.approx(4.5 + 90, rel=1e-6)
+    # linear from 1 to 0 over 100 steps: sum of (1 - t / 100) for t < 100 = 50.5
+    assert lr_integral(1.0, 100, "linear") == pytest.approx(50.5, rel=1e-6)
+    t = np.arange(1000)
+    rsqrt = (1.0 / np.sqrt(1.0 + t / 200)).sum()
+    assert lr_integral(1.0, 1000, "rsqrt", timescale=200) == pytest.approx(rsqrt, rel=1e-6)

@@ -55,6 +55,18 @@ def make_schedule(base_lr: float, total_steps: int, kind: str = "rsqrt", warmup_
     return schedule
 
 
+def lr_integral(base_lr: float, total_steps: int, kind: str = "rsqrt", warmup_steps: int = 0,
+                cooldown_steps: int = 0, timescale: int = 10_000, end_value: float = 0.0) -> float:
+    """``sum_t lr_t`` over the run's steps 0 .. total_steps - 1: decoupled weight decay acts
+    through ``wd x`` this sum (the integrated decay), so runs of different lengths or learning
+    rates compare at equal integrated decay, not at equal ``wd``."""
+    import numpy as np
+
+    schedule = make_schedule(base_lr, total_steps, kind, warmup_steps, cooldown_steps,
+                             timescale, end_value)
+    return float(np.asarray(schedule(np.arange(total_steps)), np.float64).sum())
+
+
 def cooldown_branch(base_lr: float, branch_step: int, cooldown_steps: int,
                     kind: str = "rsqrt", warmup_steps: int = 0, timescale: int = 10_000):
     """The schedule of a branch that leaves the main run at ``branch_step`` and cools down

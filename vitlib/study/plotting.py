@@ -183,10 +183,13 @@ def error_vs_images(ax, rows: list[dict], model: str, images: str, error: str,
     return ax
 
 
-def decay_heatmap(ax, values, heads: list, bodies: list, title: str, marks: dict = None):
+def decay_heatmap(ax, values, heads: list, bodies: list, title: str, marks: dict = None,
+                  integral: float = None):
     """Figure 5's panel: ``values[i][j]`` (in %) at body decay ``bodies[i]`` (rows, bottom to
-    top) and head decay ``heads[j]`` (columns); cells where head == body outlined (the
-    diagonal); ``marks`` {label: (head, body)} puts a labelled marker on those cells."""
+    top) and head decay ``heads[j]`` (columns); cells where head == body outlined dashed (the
+    diagonal); ``marks`` {label: (head, body)} outlines those cells in colour, inside the cell
+    so no number is covered. With ``integral`` (the run's sum of learning rates) each tick also
+    shows the integrated decay ``wd x integral``, the quantity the decay acts through."""
     import numpy as np
     from matplotlib.patches import Rectangle
 
@@ -202,16 +205,26 @@ def decay_heatmap(ax, values, heads: list, bodies: list, title: str, marks: dict
             if heads[j] == bodies[i]:
                 ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2,
                                        edgecolor="white", linestyle="--"))
-    for (label, (head, body)), marker in zip((marks or {}).items(), ("*", "o", "s", "^")):
+    styles = (("red", "-"), ("orange", ":"), ("magenta", "-."), ("cyan", "--"))
+    for n, ((label, (head, body)), (colour, line)) in enumerate(zip((marks or {}).items(),
+                                                                     styles)):
         if head in heads and body in bodies:
-            ax.scatter([heads.index(head) + 0.32], [bodies.index(body) + 0.3], marker=marker,
-                       s=90, color="red", edgecolors="white", label=label, zorder=3)
-    ax.set_xticks(range(len(heads)), [f"{h:g}" for h in heads])
-    ax.set_yticks(range(len(bodies)), [f"{b:g}" for b in bodies])
-    ax.set(xlabel="head weight decay", ylabel="body weight decay", title=title)
+            inset = 0.08 + 0.07 * n  # nested, never on the cell's border
+            ax.add_patch(Rectangle((heads.index(head) - 0.5 + inset,
+                                    bodies.index(body) - 0.5 + inset), 1 - 2 * inset,
+                                   1 - 2 * inset, fill=False, lw=2.2, edgecolor=colour,
+                                   linestyle=line, label=label, zorder=3))
+
+    def tick(value):
+        return f"{value:g}" if integral is None else f"{value:g}\n({value * integral:.2g})"
+
+    ax.set_xticks(range(len(heads)), [tick(h) for h in heads])
+    ax.set_yticks(range(len(bodies)), [tick(b) for b in bodies])
+    suffix = "" if integral is None else " (integrated: wd x sum lr)"
+    ax.set(xlabel=f"head weight decay{suffix}", ylabel=f"body weight decay{suffix}", title=title)
     if marks:  # below the axes: inside, it would hide a cell's value
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=len(marks), fontsize=7,
-                  frameon=False)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22 if integral else -0.14),
+                  ncol=len(marks), fontsize=7, frameon=False)
     ax.figure.colorbar(image, ax=ax, fraction=0.046)
 
 
