@@ -203,3 +203,75 @@ def test_bootstrap_without_any_fittable_resample_gives_nan_intervals():
     assert failed and len(failed) < len(outcomes)  # 4 distinct draws of 4 points: ~9%
     assert all(np.isnan(o["intervals"]["b"][0]) and np.isnan(o["band_lo"]).all() for o in failed)
     assert all(np.isfinite(o["intervals"]["b"][0]) for o in outcomes if o["replicates_ok"])
+
+
+def test_a_unit_growing_as_flops_to_the_g_divides_b_by_g():
+    # Reference: a law printed in units U = k F^g; refitted on F its exponent is g * b_U
+    # (the formula in unit_exponent's docstring), and c is the same in both units.
+    g, k = 0.75, 1.0
+    flops = np.geomspace(1e2, 1e10, 30)
+    units = k * flops ** g
+    error = _law(units, a=0.6, b=0.32, c=0.1, d=0.0)
+    fit = scaling.fit_power_law(flops, error, "saturating")
+    assert fit.params["b"] == pytest.approx(g * 0.32, rel=1e-3)
+    assert fit.params["c"] == pytest.approx(0.1, abs=1e-4)
+    assert scaling.unit_exponent(fit.params["b"], 0.32) == pytest.approx(g, rel=1e-3)
+    np.testing.assert_allclose(scaling.unit_exponent([0.2, 0.4], 0.4), [0.5, 1.0])
+    with pytest.raises(ValueError, match="b_flops, b_unit"):
+        scaling.unit_exponent(0.3, 0.0)
+
+
+def test_testability_flags_c_on_its_bound_few_points_and_wide_intervals():
+    # A frontier that keeps falling as a plain power law: the saturating fits push c to its
+    # upper bound, the smallest error (the rule of statistics.fit_testability).
+    compute = np.geomspace(1e-1, 1e5, 6)
+    error = _law(compute, a=0.3, b=0.05) * np.exp(0.02 * np.sin(np.arange(6)))
+    fit = scaling.fit_power_law(compute, error, "double_saturating")
+    assert fit.bounds["c"][1] == pytest.approx((1 - scaling.C_MARGIN) * error.min())
+    assert fit.bounds["b"] == scaling.B_BOUNDS
+    assert fit.bounds["d"][1] == pytest.approx(scaling.D_MAX_OVER_COMPUTE * compute.max())
+    reasons = scaling.testability(fit, {"b": (0.1, 2.0), "c": (0.0, 0.2)})
+    assert any("6 points for 4 parameters" in r for r in reasons)
+    assert any("b's interval" in r for r in reasons)  # 20x >= 10x
+    # A well-sampled true law is testable.
+    compute, error = _noisy(TRUE, n=40)
+    fit = scaling.fit_power_law(compute, error, "double_saturating")
+    boot = scaling.bootstrap_fit(compute, error, n_boot=30, seed=1)
+    assert scaling.testability(fit, boot["intervals"]) == []
+    with pytest.raises(ValueError, match="reads"):
+        scaling.testability(scaling.fit_power_law(compute, error, "power"), {}, reads=("c",))
+
+
+def test_a_saturation_pushed_to_its_bound_makes_the_fit_untestable():
+    # Error falling linearly in log compute bends the wrong way for a floor: the best c is 0,
+    # its lower bound (a bounded fit, not an estimate).
+    compute = np.geomspace(1.0, 1e4, 12)
+    fit = scaling.fit_power_law(compute, 0.4 - 0.07 * np.log10(compute), "saturating")
+    assert fit.bounds["c"] == (0.0, pytest.approx((1 - scaling.C_MARGIN) * 0.12))
+    assert any(r.startswith("c = ") and "lower bound" in r for r in scaling.testability(fit, {}))
+
+
+def test_frontier_bootstrap_bias_is_its_median_minus_the_full_fit():
+    compute, error = _noisy(TRUE, n=30, sigma=0.02)
+    rng = np.random.default_rng(3)
+    compute = np.concatenate([compute, compute * 1.5])  # dominated runs above the frontier
+    error = np.concatenate([error, np.minimum(error * np.exp(0.1 * rng.random(30)), 0.99)])
+    boot = scaling.bootstrap_fit(compute, error, n_boot=40, seed=0, frontier=True)
+    for p in ("a", "b", "c", "d"):
+        assert boot["bias"][p] == pytest.approx(np.median(boot["samples"][p])
+                                                - boot["fit"].params[p])
+    # A resample's frontier never lies below the full frontier: its errors are at least
+    # the full frontier's best error at the same compute (numpy reference).
+    front = scaling.pareto_frontier(compute, error)
+    idx = np.random.default_rng(0).integers(0, compute.size, compute.size)
+    sub = scaling.pareto_frontier(compute[idx], error[idx])
+    for c_, e_ in zip(compute[idx][sub], error[idx][sub]):
+        best_full = error[front][compute[front] <= c_].min()
+        assert e_ >= best_full
+
+
+def test_extrapolation_check_reports_the_points_and_intervals_of_its_fit():
+    compute, error = _noisy(TRUE, n=12)
+    ex = scaling.extrapolation_check(compute, error, holdout=2, n_boot=10)
+    assert ex["fit_points"] == len(scaling.pareto_frontier(compute, error)) - 2
+    assert set(ex["intervals"]) == {"a", "b", "c", "d"}

@@ -77,6 +77,8 @@ def test_fit_testability_names_bounds_wide_intervals_and_too_few_points():
     assert any("7 points for 4 parameters" in r for r in reasons)
     assert fit_testability({"a": 1.0, "b": 0.5}, {"b": (1e-4, 10.0)}, {"b": (0.4, 0.6)},
                            n_points=20) == []
+    near_zero = fit_testability({"c": 0.1}, {}, {"c": (1e-18, 0.2)}, n_points=20)
+    assert near_zero == ["c's interval [1e-18, 0.2] spans over 1000x (limit 10x)"]
 
 
 def _scipy_se(a, b):

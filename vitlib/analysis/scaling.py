@@ -13,9 +13,15 @@ Pure numpy/scipy (the FLOP count comes from the zoo's closed-form counting, no J
 - ``bootstrap_fit``: percentile intervals of the parameters and of the predicted error, refitting
   from the grid for every resample (runs, or whole groups such as model sizes).
 - ``extrapolation_check``: fit on the lower-compute part of a frontier, predict the held-out top.
+- ``testability``: why a fit cannot be tested (a parameter on its bound, an interval of a
+  parameter the claim reads spanning a decade, too few points per parameter), via
+  ``vitlib.study.statistics.fit_testability``.
+- ``unit_exponent``: the exponent g of compute-unit ~ FLOPs^g that maps one b onto another.
 
-Compute is divided by its geometric mean inside the fit, so any unit (FLOPs, core-days) gives
-the same b, c and predictions; a and d are reported in the caller's unit.
+Compute is divided by its geometric mean inside the fit, so any unit *proportional* to FLOPs
+gives the same b, c and predictions; a and d are reported in the caller's unit. A unit that is
+not proportional (TPU core-days ~ FLOPs^g when small models use the chip less well) changes b:
+b_unit = b_FLOPs / g (``unit_exponent``); c does not change.
 """
 from __future__ import annotations
 
@@ -24,6 +30,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 from scipy import optimize
+
+from vitlib.study.statistics import fit_testability
 
 FORMS = ("power", "saturating", "double_saturating")
 PARAMS = {"power": ("a", "b"), "saturating": ("a", "b", "c"),
@@ -117,6 +125,7 @@ class PowerLawFit:
     bic: float
     starts_refined: int
     starts_in_best_basin: int  # refined grid starts that reached the best loss
+    bounds: dict = dataclasses.field(default_factory=dict)  # fitted param -> (lo, hi), caller's unit
 
     @property
     def num_params(self) -> int:
@@ -253,12 +262,18 @@ def fit_power_law(compute, error, form: str = "double_saturating", huber: Option
               "c": float(p[2]) if with_c else 0.0,
               "d": float(p[3]) * scale if form == "double_saturating" else 0.0}
     residuals = _log_residuals(p, form, c, log_e)
+    # a's bounds in the caller's unit are (0, inf) at any b; d's scale with compute.
+    bounds = {"a": (0.0, np.inf), "b": B_BOUNDS}
+    if with_c:
+        bounds["c"] = (0.0, c_max)
+    if form == "double_saturating":
+        bounds["d"] = (0.0, upper[3] * scale)
     n, rss = c.size, float(np.sum(residuals ** 2))
     log_lik_term = n * np.log(max(rss / n, 1e-300))
     return PowerLawFit(form=form, params=params, residuals=residuals,
                        log_rmse=float(np.sqrt(rss / n)), aic=float(log_lik_term + 2 * k),
                        bic=float(log_lik_term + k * np.log(n)), starts_refined=len(fits),
-                       starts_in_best_basin=int(in_basin))
+                       starts_in_best_basin=int(in_basin), bounds=bounds)
 
 
 def best_unit_log_rmse(compute, error, params: dict) -> dict:
@@ -291,10 +306,15 @@ def bootstrap_fit(compute, error, form: str = "double_saturating", n_boot: int =
     laws with 24 points and 3% noise, the nominal 90% interval of b covered the truth in about
     70% of replicates (tests/test_scaling.py); read the bands as a lower bound on uncertainty.
 
-    Returns ``fit`` (the fit to all points), ``intervals`` {param: (lo, hi)}, ``at``,
-    ``prediction`` (median) with ``band_lo``/``band_hi``, ``samples`` {param: array} and
-    ``replicates_ok`` (resamples with enough distinct points to fit); when none had enough, the
-    intervals and bands are NaN and ``replicates_ok`` is 0.
+    With ``frontier``, every resample of *all* runs has its own frontier. That frontier is
+    biased upwards: a resample holds about 63% of the distinct runs, so its frontier lies on or
+    above the full data's at every compute (never below); ``bias`` (median over resamples minus
+    the fit to all points, per parameter) states how far that moves each parameter.
+
+    Returns ``fit`` (the fit to all points), ``intervals`` {param: (lo, hi)}, ``bias``
+    {param: median - fit}, ``at``, ``prediction`` (median) with ``band_lo``/``band_hi``,
+    ``samples`` {param: array} and ``replicates_ok`` (resamples with enough distinct points to
+    fit); when none had enough, the intervals, bias and bands are NaN and ``replicates_ok`` is 0.
     """
     c, e = _points(compute, error)
     if not 0 < level < 1:
@@ -339,6 +359,7 @@ def bootstrap_fit(compute, error, form: str = "double_saturating", n_boot: int =
     return {"fit": fit, "level": level, "replicates_ok": ok, "n_boot": n_boot,
             "intervals": {p: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail)))
                           for p, v in samples.items()},
+            "bias": {p: float(np.median(v) - fit.params[p]) for p, v in samples.items()},
             "samples": samples, "at": at,
             "prediction": np.median(preds, axis=0),
             "band_lo": np.percentile(preds, tail, axis=0),
@@ -350,9 +371,9 @@ def extrapolation_check(compute, error, form: str = "double_saturating",
                         level: float = 0.9) -> dict:
     """Fit the frontier without its ``holdout`` highest-compute points, predict them.
 
-    Returns the held-out compute and error, the prediction with its bootstrap band (from the
-    lower part only), the log-RMSE of the prediction and which held-out points fall inside the
-    band.
+    Returns the fit of the lower part with its bootstrap ``intervals`` and ``fit_points``, the
+    held-out compute and error, the prediction with its bootstrap band (from the lower part
+    only), the log-RMSE of the prediction and which held-out points fall inside the band.
     """
     c, e = _points(compute, error)
     front = pareto_frontier(c, e)
@@ -365,8 +386,45 @@ def extrapolation_check(compute, error, form: str = "double_saturating",
                          at=c[test_idx], level=level)
     predicted = boot["fit"].predict(c[test_idx])
     inside = (e[test_idx] >= boot["band_lo"]) & (e[test_idx] <= boot["band_hi"])
-    return {"form": form, "fit": boot["fit"], "heldout_compute": c[test_idx],
+    return {"form": form, "fit": boot["fit"], "intervals": boot["intervals"],
+            "fit_points": int(fit_idx.size), "heldout_compute": c[test_idx],
             "heldout_error": e[test_idx], "predicted": predicted,
             "band_lo": boot["band_lo"], "band_hi": boot["band_hi"],
             "log_rmse": float(np.sqrt(np.mean((np.log(predicted) - np.log(e[test_idx])) ** 2))),
             "inside_band": inside, "fraction_inside": float(inside.mean())}
+
+
+# ---------------------------------------------------------------- can it be tested
+
+def testability(fit: PowerLawFit, intervals: dict, reads: Sequence[str] = ("b", "c"),
+                max_interval_ratio: float = 10.0, min_points_per_param: float = 2.0) -> list:
+    """Why ``fit`` cannot test a claim about its parameters ``reads`` (empty when it can):
+    ``statistics.fit_testability`` on every fitted parameter's bound, on the ``intervals``
+    (e.g. ``bootstrap_fit``'s) of the parameters in ``reads``, and on the points per fitted
+    parameter. Intervals of parameters the claim does not read (a, whose unit moves with b; d,
+    often unidentified when the data reach no small-compute bend) are not checked: a bootstrap
+    that refits them already carries their uncertainty into b's and c's intervals."""
+    unknown = sorted(set(reads) - set(PARAMS[fit.form]))
+    if unknown:
+        raise ValueError(f"reads: {unknown} are not parameters of {fit.form!r}; allowed: "
+                         f"{list(PARAMS[fit.form])}")
+    params = {p: fit.params[p] for p in PARAMS[fit.form]}
+    return fit_testability(params, fit.bounds, {p: intervals[p] for p in reads if p in intervals},
+                           len(fit.residuals), max_interval_ratio=max_interval_ratio,
+                           min_points_per_param=min_points_per_param)
+
+
+def unit_exponent(b_flops, b_unit):
+    """The g that reconciles two exponents if the other compute unit grows as FLOPs^g.
+
+    With units U = k F^g, E - c = a (U + d)^-b_U ~ a k^-b_U F^-(g b_U) where U >> d, so an
+    exponent fitted on FLOPs is b_F = g b_U: g = b_F / b_U. g < 1 means the unit grows slower
+    than FLOPs (small runs cost more units per FLOP: the chip is used less well by small
+    models); over a compute span C_max / C_min the units per FLOP then change by
+    (C_max / C_min)^(1 - g). Works on arrays (e.g. bootstrap samples of b_F)."""
+    b_f, b_u = np.asarray(b_flops, dtype=float), np.asarray(b_unit, dtype=float)
+    if np.any(~np.isfinite(b_f)) or np.any(b_f <= 0) or np.any(~np.isfinite(b_u)) \
+            or np.any(b_u <= 0):
+        raise ValueError(f"b_flops, b_unit: exponents must be finite and > 0, got {b_flops!r}, "
+                         f"{b_unit!r}")
+    return b_f / b_u

@@ -24,8 +24,8 @@ from vitlib.study.provenance import source_state
 from vitlib.study.results import COMMITTED_ENV, findings_output, repo_root, results_dir
 
 # Minutes each notebook may take on a 2-core CPU from an empty run cache (DESIGN.md section 4).
-CPU_BUDGET_MINUTES = {"01": 1, "02": 20, "03": 15, "04": 15, "05": 30, "06": 20}
-CPU_TOTAL_BUDGET_MINUTES = 90
+CPU_BUDGET_MINUTES = {"01": 2, "02": 30, "03": 30, "04": 20, "05": 35, "06": 30}
+CPU_TOTAL_BUDGET_MINUTES = 150
 
 
 def numbered_notebooks(folder: Path) -> list[Path]:

@@ -138,8 +138,10 @@ def fit_testability(params: Mapping[str, float], bounds: Mapping[str, tuple],
                 reasons.append(f"{name} = {value:.3g} is at its {side} bound")
         lo, hi = intervals.get(name, (None, None))
         if lo is not None and hi is not None and lo > 0 and hi / lo >= max_interval_ratio:
-            reasons.append(f"{name}'s interval [{lo:.3g}, {hi:.3g}] spans "
-                           f"{hi / lo:.1f}x (limit {max_interval_ratio:g}x)")
+            ratio = hi / lo
+            span = f"{ratio:.1f}x" if ratio < 1000 else "over 1000x"  # an end near 0
+            reasons.append(f"{name}'s interval [{lo:.3g}, {hi:.3g}] spans {span} "
+                           f"(limit {max_interval_ratio:g}x)")
     if params and n_points / len(params) < min_points_per_param:
         reasons.append(f"{n_points} points for {len(params)} parameters (need "
                        f"{min_points_per_param:g} per parameter)")
