@@ -19,6 +19,8 @@ help:
 	@echo "make clean-runs            remove runs/: cached training runs (the cpu profile's took ~90 min)"
 
 # The virtual environment with the pinned packages and vitlib (editable); rebuilt when pins change.
+# The pins include the `test` extra (CPU torch, torchvision, timm: tests/test_convert.py compares
+# checkpoint conversion with timm), about 30 s of the install.
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
@@ -70,7 +72,7 @@ zoo: $(STAMP)
 # Re-resolve dependencies from pyproject.toml into requirements.lock and environment.yml.
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/python -m pip install --quiet -e '.[dev]' 'setuptools>=70.1'
+	.lock-venv/bin/python -m pip install --quiet -e '.[dev,test]' 'setuptools>=70.1'
 	{ echo "# Exact versions installed by 'make' (pip install -r requirements.lock). Regenerate with"; \
 	  echo "# 'make lock' after changing dependencies in pyproject.toml; environment.yml carries the same pins."; \
 	  .lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -v -E '^(vitlib|pip)=='; } > requirements.lock

@@ -223,7 +223,7 @@ def test_a_unit_growing_as_flops_to_the_g_divides_b_by_g():
 
 def test_testability_flags_c_on_its_bound_few_points_and_wide_intervals():
     # A frontier that keeps falling as a plain power law: the saturating fits push c to its
-    # upper bound, the smallest error (the rule of statistics.fit_testability).
+    # upper bound, the smallest error (the rule of scaling.fit_testability).
     compute = np.geomspace(1e-1, 1e5, 6)
     error = _law(compute, a=0.3, b=0.05) * np.exp(0.02 * np.sin(np.arange(6)))
     fit = scaling.fit_power_law(compute, error, "double_saturating")

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from vitlib.study.statistics import (choose_inside_grid, equivalence_power, fit_testability,
+from vitlib.analysis.scaling import fit_testability
+from vitlib.study.statistics import (choose_inside_grid, equivalence_power,
                                      minimal_detectable_effect, paired_difference, paired_greater,
                                      paired_within)
 

@@ -15,7 +15,7 @@ Pure numpy/scipy (the FLOP count comes from the zoo's closed-form counting, no J
 - ``extrapolation_check``: fit on the lower-compute part of a frontier, predict the held-out top.
 - ``testability``: why a fit cannot be tested (a parameter on its bound, an interval of a
   parameter the claim reads spanning a decade, too few points per parameter), via
-  ``vitlib.study.statistics.fit_testability``.
+  ``fit_testability``, the same rule for any fitted law's parameters.
 - ``unit_exponent``: the exponent g of compute-unit ~ FLOPs^g that maps one b onto another.
 
 Compute is divided by its geometric mean inside the fit, so any unit *proportional* to FLOPs
@@ -26,12 +26,11 @@ b_unit = b_FLOPs / g (``unit_exponent``); c does not change.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+import math
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 from scipy import optimize
-
-from vitlib.study.statistics import fit_testability
 
 FORMS = ("power", "saturating", "double_saturating")
 PARAMS = {"power": ("a", "b"), "saturating": ("a", "b", "c"),
@@ -396,10 +395,35 @@ def extrapolation_check(compute, error, form: str = "double_saturating",
 
 # ---------------------------------------------------------------- can it be tested
 
+def fit_testability(params: Mapping[str, float], bounds: Mapping[str, tuple],
+                    intervals: Mapping[str, tuple], n_points: int, *,
+                    max_interval_ratio: float = 10.0, min_points_per_param: float = 2.0,
+                    rel_tol: float = 1e-6) -> list[str]:
+    """Why a fitted law cannot be tested (empty when it can): a parameter on a bound of its
+    fit, a positive parameter whose interval spans ``max_interval_ratio`` or more, or fewer
+    than ``min_points_per_param`` points per fitted parameter."""
+    reasons = []
+    for name, value in params.items():
+        for side, bound in zip(("lower", "upper"), bounds.get(name, (None, None))):
+            if bound is not None and math.isfinite(bound) and \
+                    abs(value - bound) <= rel_tol * max(abs(bound), 1e-12):
+                reasons.append(f"{name} = {value:.3g} is at its {side} bound")
+        lo, hi = intervals.get(name, (None, None))
+        if lo is not None and hi is not None and lo > 0 and hi / lo >= max_interval_ratio:
+            ratio = hi / lo
+            span = f"{ratio:.1f}x" if ratio < 1000 else "over 1000x"  # an end near 0
+            reasons.append(f"{name}'s interval [{lo:.3g}, {hi:.3g}] spans {span} "
+                           f"(limit {max_interval_ratio:g}x)")
+    if params and n_points / len(params) < min_points_per_param:
+        reasons.append(f"{n_points} points for {len(params)} parameters (need "
+                       f"{min_points_per_param:g} per parameter)")
+    return reasons
+
+
 def testability(fit: PowerLawFit, intervals: dict, reads: Sequence[str] = ("b", "c"),
                 max_interval_ratio: float = 10.0, min_points_per_param: float = 2.0) -> list:
     """Why ``fit`` cannot test a claim about its parameters ``reads`` (empty when it can):
-    ``statistics.fit_testability`` on every fitted parameter's bound, on the ``intervals``
+    ``fit_testability`` on every fitted parameter's bound, on the ``intervals``
     (e.g. ``bootstrap_fit``'s) of the parameters in ``reads``, and on the points per fitted
     parameter. Intervals of parameters the claim does not read (a, whose unit moves with b; d,
     often unidentified when the data reach no small-compute bend) are not checked: a bootstrap

@@ -134,7 +134,7 @@ class Findings:
 
         ``reason`` says why an ``inconclusive`` verdict could not be otherwise: it starts with
         ``underpowered:`` (``statistics.equivalence_power``) or ``not testable:``
-        (``statistics.fit_testability``); FINDINGS.md counts such claims apart. ``mde`` is
+        (``analysis.scaling.fit_testability``); FINDINGS.md counts such claims apart. ``mde`` is
         the smallest effect the comparison could detect (``k x`` its noise), shown beside the
         tolerance; ``statistics.paired_within(...).claim_fields()`` gives verdict, reason,
         noise and mde of a paired comparison at once."""

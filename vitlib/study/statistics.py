@@ -1,5 +1,6 @@
 """The statistics behind a verdict: paired differences over shared seeds, the smallest effect a
-comparison can detect, hyper-parameters chosen inside their grid, and fits that can be tested.
+comparison can detect and hyper-parameters chosen inside their grid. (Whether a fitted law can
+be tested is ``vitlib.analysis.scaling.fit_testability``, in the layer of the fits.)
 
 Arms that share a seed share the initialisation and the data order, so the noise of their
 difference is the spread of the per-seed differences (``paired_difference``), not the arms'
@@ -121,31 +122,6 @@ def choose_inside_grid(score: Callable[[float], float], grid: Sequence[float], *
     ordered = sorted(scores)
     return GridChoice(best, scores, tuple(ordered), ordered[0] < best < ordered[-1],
                       tuple(extended))
-
-
-def fit_testability(params: Mapping[str, float], bounds: Mapping[str, tuple],
-                    intervals: Mapping[str, tuple], n_points: int, *,
-                    max_interval_ratio: float = 10.0, min_points_per_param: float = 2.0,
-                    rel_tol: float = 1e-6) -> list[str]:
-    """Why a fitted law cannot be tested (empty when it can): a parameter on a bound of its
-    fit, a positive parameter whose interval spans ``max_interval_ratio`` or more, or fewer
-    than ``min_points_per_param`` points per fitted parameter."""
-    reasons = []
-    for name, value in params.items():
-        for side, bound in zip(("lower", "upper"), bounds.get(name, (None, None))):
-            if bound is not None and math.isfinite(bound) and \
-                    abs(value - bound) <= rel_tol * max(abs(bound), 1e-12):
-                reasons.append(f"{name} = {value:.3g} is at its {side} bound")
-        lo, hi = intervals.get(name, (None, None))
-        if lo is not None and hi is not None and lo > 0 and hi / lo >= max_interval_ratio:
-            ratio = hi / lo
-            span = f"{ratio:.1f}x" if ratio < 1000 else "over 1000x"  # an end near 0
-            reasons.append(f"{name}'s interval [{lo:.3g}, {hi:.3g}] spans {span} "
-                           f"(limit {max_interval_ratio:g}x)")
-    if params and n_points / len(params) < min_points_per_param:
-        reasons.append(f"{n_points} points for {len(params)} parameters (need "
-                       f"{min_points_per_param:g} per parameter)")
-    return reasons
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,20 +19,11 @@ import jax.numpy as jnp
 import ml_collections
 
 from vitlib.data import datasets
+from vitlib.models.interop.common import resample_posemb
 from vitlib.train.build import build_model, make_tx
 from vitlib.train.checkpoints import Checkpointer
 from vitlib.train.loop import fit
 from vitlib.train.steps import init_state
-
-
-def resample_posemb(posemb: jax.Array, new_tokens: int) -> jax.Array:
-    """(1, g*g, D) -> (1, new_tokens, D) by bilinear resampling of the square token grid."""
-    _, n, d = posemb.shape
-    old, new = int(round(n ** 0.5)), int(round(new_tokens ** 0.5))
-    if old * old != n or new * new != new_tokens:
-        raise ValueError(f"posemb: can only resample square grids, got {n} -> {new_tokens}")
-    grid = posemb.reshape(old, old, d)
-    return jax.image.resize(grid, (new, new, d), "bilinear").reshape(1, new * new, d)
 
 
 def load_run(workdir) -> tuple[ml_collections.ConfigDict, dict]:
