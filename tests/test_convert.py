@@ -23,7 +23,7 @@ import pytest
 
 def import_timm():
     try:
-        import torchvision  # noqa: F401
+        import torchvision  # noqa: F401  (imported for its side effect on timm)
     except RuntimeError as err:  # "operator torchvision::nms does not exist": no C extension
         if "torchvision::" not in str(err):
             raise
@@ -31,7 +31,7 @@ def import_timm():
             del sys.modules[name]
         sys.modules["torchvision._meta_registrations"] = types.ModuleType(
             "torchvision._meta_registrations")
-        import torchvision  # noqa: F401
+        import torchvision  # noqa: F401  (imported for its side effect on timm)
     import timm
     return timm
 
@@ -42,8 +42,7 @@ from safetensors.torch import save_file  # noqa: E402
 from timm.layers import resample_abs_pos_embed  # noqa: E402
 from timm.models.vision_transformer import VisionTransformer, _load_weights  # noqa: E402
 
-from vitlib.models import ViT, vit_config  # noqa: E402
-from vitlib.models import convert, interop  # noqa: E402
+from vitlib.models import ViT, convert, interop, vit_config  # noqa: E402
 
 TOL = dict(rtol=1e-5, atol=1e-5)  # float32, vitlib (XLA) vs timm (PyTorch) on CPU
 SHAPE = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.0,

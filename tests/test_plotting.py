@@ -1,7 +1,7 @@
 """Figures say what they show: plain tick labels on log axes, legends that list only what is
 drawn and never cover a value."""
-import numpy as np
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

@@ -23,8 +23,8 @@ from vitlib.models.interop.common import (CheckpointError, check_free_fields, fi
                                           infer_fields, resample_posemb, resolve_config,
                                           unrolled_numpy)
 from vitlib.models.interop.npz import load_npz, read_npz, save_npz, to_npz_tree
-from vitlib.models.interop.timm_vit import (from_timm, load_state_dict, read_safetensors,
-                                            save_timm, timm_kwargs, to_timm, write_safetensors)
+from vitlib.models.interop.timm_vit import (from_timm, load_state_dict, read_safetensors, save_timm,
+                                            timm_kwargs, to_timm, write_safetensors)
 from vitlib.models.variants import ViTConfig, parse_variant
 
 FORMATS = ("npz", "timm")

@@ -39,8 +39,7 @@ import ml_dtypes
 import numpy as np
 
 from vitlib.files import write_bytes_atomic
-from vitlib.models.interop.common import (CheckpointError, split_class_slot, to_numpy,
-                                          unrolled_numpy)
+from vitlib.models.interop.common import CheckpointError, split_class_slot, to_numpy, unrolled_numpy
 from vitlib.models.variants import SHAPES, ViTConfig
 
 _ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
