@@ -12,7 +12,7 @@ help:
 	@echo "make test                  pytest + nbval over notebooks (smoke profile)"
 	@echo "make reproduce PROFILE=cpu run every notebook with papermill into results/"
 	@echo "make quickstart            train the quickstart ViT on Fashion-MNIST (runs/quickstart)"
-	@echo "make bench                 vitlib vs PyTorch throughput; sweep overhead (results/benchmarks/)"
+	@echo "make bench                 input pipeline vs tf.data / PyTorch; train throughput; sweep overhead"
 	@echo "make zoo                   print paper Table 2 as computed by vitlib"
 	@echo "make install | data | lock"
 	@echo "make clean                 remove .venv and uncommitted results (smoke, interactive)"
@@ -59,10 +59,22 @@ reproduce: $(STAMP) data
 quickstart: $(STAMP) data
 	$(BIN)/python -m vitlib.train --config quickstart --workdir runs/quickstart
 
+# TensorFlow: benchmark-only (the tf.data contender of input_pipeline.py), in a venv of its own
+# so that vitlib's .venv stays TF-free (tensorflow_datasets behaves otherwise with TF present).
+TF_VENV := .venv-tf
+$(TF_VENV)/.installed:
+	$(PYTHON) -m venv $(TF_VENV)
+	$(TF_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		tensorflow-cpu==2.21.0 array_record==0.8.6
+	@touch $@
+
 # PyTorch is a benchmark-only extra: the CPU wheel 2.13.0 (pinned in pyproject's `bench` extra).
+# A failed TensorFlow install leaves tf.data out of input_pipeline.py's table (said there).
 bench: $(STAMP)
 	@$(BIN)/python -c "import torch" 2>/dev/null || \
 		$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	-@$(MAKE) --no-print-directory $(TF_VENV)/.installed
+	$(BIN)/python benchmarks/input_pipeline.py
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/sweep_overhead.py
 
@@ -85,7 +97,7 @@ lock:
 
 # Keeps runs/ (cached training runs, hours of compute); `make clean-runs` removes them.
 clean:
-	rm -rf $(VENV) results/smoke results/interactive .pytest_cache
+	rm -rf $(VENV) $(TF_VENV) results/smoke results/interactive .pytest_cache
 
 clean-runs:
 	rm -rf runs

@@ -34,6 +34,53 @@ def load_config(name_or_path: str) -> ml_collections.ConfigDict:
     return config
 
 
+# Keys added to ``base`` after runs were cached, with their defaults. A run's identity (its
+# cache key, the config in result.json, the workdir check) leaves them out while they hold
+# these values, so runs trained before the keys existed are still read back, not retrained.
+LATER_KEYS = {
+    "input": {"pipeline": "memory", "workers": 0, "threads": 8, "worker_buffer": 2,
+              "crop": "inception", "min_area": 0.05, "flip": True, "label_key": "label",
+              "bad_images": "skip", "decoder": "opencv"},
+    "model.head_bias_init": 0.0,
+    "fewshot.suite": [],
+    "fewshot.l2": "loso",
+    "fewshot.every": 0,
+}
+
+
+def run_identity(config_dict: dict) -> dict:
+    """``config_dict`` (plain JSON data) without the ``LATER_KEYS`` that hold their default."""
+    out = {**config_dict}
+    for key, default in LATER_KEYS.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                break
+            node[part] = node = {**node[part]}
+        else:
+            if leaf in node and node[leaf] == default:
+                del node[leaf]
+    return out
+
+
+def from_record(record: dict) -> ml_collections.ConfigDict:
+    """The config of a recorded run (result.json, config.json): the record's values over
+    ``base``'s defaults, which fill in the keys a record leaves out (``LATER_KEYS``)."""
+    from vitlib.configs import base
+
+    def merge(node: ml_collections.ConfigDict, values: dict) -> None:
+        for key, value in values.items():
+            if isinstance(value, dict) and isinstance(node.get(key), ml_collections.ConfigDict):
+                merge(node[key], value)
+            else:
+                node[key] = value
+
+    config = base.get_config()
+    merge(config, record)
+    return config
+
+
 def valid_keys(config, prefix: str = "") -> list[str]:
     keys = []
     for key, value in config.items():

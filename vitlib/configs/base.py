@@ -5,6 +5,27 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.dataset = "fashion_mnist"  # fashion_mnist | digits | any TFDS name
+    # How training images reach the model (vitlib.data):
+    # - "memory": the whole split decoded into memory once (fashion_mnist, digits, small TFDS
+    #   sets with fixed-size images), batches and ``augment`` below computed in numpy;
+    # - "grain": encoded (JPEG) records of a TFDS array_record dataset read at random, decoded
+    #   and augmented per batch as in the paper (inception crop, flip, values in [-1, 1]) by
+    #   grain, in ``workers`` processes; needs ``image_size``. Evaluation resizes and
+    #   centre-crops. Either way batch s is a pure function of (seed, s).
+    c.input = ml_collections.ConfigDict(dict(
+        pipeline="memory",
+        workers=0,  # grain worker processes; 0 = decode in the training process (threads)
+        threads=8,  # decoding threads per process (PIL releases the GIL while decoding)
+        worker_buffer=2,  # batches each worker prepares ahead
+        crop="inception",  # training crop: inception (area min_area..1, aspect 3/4..4/3) | resize
+        min_area=0.05,  # the inception crop's smallest area, as a fraction of the image
+        flip=True,  # random horizontal flip (training)
+        label_key="label",  # the dataset's label feature (cifar100 also has coarse_label)
+        bad_images="skip",  # an undecodable image: skip (replaced, counted in metrics) | fail
+        # JPEG decoder and resizer (vitlib.data.image_ops): opencv (bilinear without
+        # antialiasing, as tf.image.resize; measured fastest) | pil | simplejpeg
+        decoder="opencv",
+    ))
     c.data_dir = ""  # TFDS data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
     c.train_split = "train"
     # Train on the first N examples of a fixed permutation of train_split (nested: a smaller
@@ -17,7 +38,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(
         variant="Pico/4", width=0, depth=0, mlp_dim=0, num_heads=0, pool_type="gap",
         posemb="learn", representation_size=0, dtype="float32", param_dtype="float32",
-        scan=False, remat_policy="none"))
+        scan=False, remat_policy="none",
+        # Initial classifier bias; negative with the sigmoid loss on many classes (-10 for
+        # ImageNet-21k, -6.9 for ImageNet-1k, as big_vision).
+        head_bias_init=0.0))
     c.image_size = 0  # input resolution; 0 = the dataset's own (others: bilinear resize)
     c.loss = "softmax"  # softmax | sigmoid (cross-entropy)
     c.label_smoothing = 0.0  # in [0, 1): targets mixed with the uniform distribution
@@ -46,8 +70,15 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Few-shot linear probe on frozen pre-logits, run with every evaluation ("" = off): shots
     # drawn from the dataset's train split, accuracy on each of eval_splits (test, minival).
+    # ``suite``: the few-shot suite of JPEG datasets (vitlib.evals.suite), each entry a name
+    # ("cifar100") or "name:train_split:eval_split"; ("paper",) is the paper's four
+    # (ImageNet, CIFAR-100, Pets, Birds); images resized and centre-cropped to image_size.
+    # ``l2``: "loso" (chosen per draw by leave-one-shot-out) or "fixed" (big_vision's 2^10
+    # with a constant bias feature). ``every``: steps between few-shot evaluations (0 = with
+    # every evaluation); the final evaluation always runs it.
     c.fewshot = ml_collections.ConfigDict(dict(
-        dataset="digits", shots=(10,), seeds=(0, 1, 2), eval_splits=("test",)))
+        dataset="digits", shots=(10,), seeds=(0, 1, 2), eval_splits=("test",), suite=(),
+        l2="loso", every=0))
 
     c.fsdp = False  # shard parameters and optimizer state over the mesh (large models)
     return c

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import queue
 import threading
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -72,22 +72,45 @@ def eval_batches(images: np.ndarray, labels: np.ndarray, batch_size: int) -> Ite
                "mask": mask}
 
 
-class Prefetcher:
-    """Produces ``make_batch(step)`` for ``start <= step < stop`` on a background thread,
-    ``depth`` batches ahead, each passed through ``place`` (e.g. a device_put onto a mesh)."""
+class MemoryInput:
+    """The training batches of an in-memory split (``train_batch``) as a stream."""
 
-    def __init__(self, make_batch: Callable[[int], dict], start: int, stop: int,
-                 depth: int = 3, place: Optional[Callable[[dict], dict]] = None):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
+                 augment: Augment = Augment()):
+        self.images, self.labels = images, labels
+        self.batch_size, self.seed, self.augment = batch_size, seed, augment
+
+    def stream(self, start: int, total_steps: int, rows: slice = slice(None),
+               state: Optional[dict] = None) -> Iterator[tuple[int, dict, dict]]:
+        """(step, this host's ``rows`` of batch ``step``, the data state after it) for steps
+        ``start .. total_steps - 1``. The state is only the next step: batch s is a pure
+        function of (seed, s), so nothing else is needed to resume."""
+        for step in range(start, total_steps):
+            batch = train_batch(self.images, self.labels, step, self.batch_size, self.seed,
+                                self.augment)
+            yield step, {k: v[rows] for k, v in batch.items()}, {"next_step": step + 1}
+
+
+class Prefetcher:
+    """Produces ``make_batch(step)`` for ``start <= step < stop`` (or the ``(step, batch)``
+    pairs of ``items``) on a background thread, ``depth`` batches ahead, each batch passed
+    through ``place`` (e.g. a device_put onto a mesh)."""
+
+    def __init__(self, make_batch: Optional[Callable[[int], dict]] = None, start: int = 0,
+                 stop: int = 0, depth: int = 3, place: Optional[Callable[[dict], dict]] = None,
+                 items: Optional[Iterable[tuple[int, dict]]] = None):
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._place = place or (lambda batch: batch)
+        if items is None:
+            items = ((step, make_batch(step)) for step in range(start, stop))
 
         def work():
             try:
-                for step in range(start, stop):
+                for step, batch in items:
                     if self._stop.is_set():
                         return
-                    self._put((step, self._place(make_batch(step))))
+                    self._put((step, self._place(batch)))
             except BaseException as err:  # hand the failure to the consumer
                 self._put(err)
             self._put(None)

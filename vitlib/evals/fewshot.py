@@ -6,6 +6,14 @@ with an unregularised bias, predicts by argmax. The primal (d x d) or dual (n x 
 solved, whichever is smaller. ``l2`` is chosen from a small grid by leave-one-shot-out
 cross-validation on the few-shot train examples themselves, never on the test set.
 
+``l2_mode="fixed"`` is big_vision's probe instead (``evaluators/fewshot_lsr.py``, used by the
+paper): features whitened with the few-shot train mean and ``std + 1e-5``, a constant bias
+feature of 100 appended (so the bias is regularised like every weight, but barely), targets
+``2 * onehot - 1``, one fixed ``l2`` (``2^10``, ``configs/common_fewshot.py``), argmax; the
+shots drawn as big_vision draws them (``draw_shots_bigvision``). It is computed here in
+float64 numpy (big_vision: float32 on the host CPU, via an eigendecomposition), so its numbers
+match big_vision's up to float32 rounding.
+
 This module needs only a feature function; it knows nothing of training.
 """
 from __future__ import annotations
@@ -18,6 +26,11 @@ DEFAULT_SHOTS = (1, 5, 10, 25)
 DEFAULT_L2_GRID = (2.0 ** -6, 2.0 ** -3, 1.0, 2.0 ** 3, 2.0 ** 6, 2.0 ** 10)
 DEFAULT_L2 = 1.0  # used for K = 1, where there is no shot to hold out
 MAX_FOLDS = 5
+L2_MODES = ("loso", "fixed")
+# big_vision's probe (evaluators/fewshot_lsr.py, configs/common_fewshot.py):
+BIGVISION_L2 = 2.0 ** 10  # common_fewshot.py: l2_reg = 2.0 ** 10
+BIGVISION_BIAS = 100.0  # fewshot_lsr.py: BIAS_CONSTANT, "large so it's almost unregularized"
+BIGVISION_STD_EPS = 1e-5  # fewshot_lsr.py: std = jnp.std(x, axis=0) + 1e-5 (added, always)
 
 
 def _standardise(train_x: np.ndarray, *others: np.ndarray):
@@ -85,11 +98,80 @@ def choose_l2(x: np.ndarray, y: np.ndarray, shots: int, num_classes: int,
     return max(l2 for l2, s in zip(grid, scores) if s == best)
 
 
+def _whiten_bigvision(train_x: np.ndarray, *others: np.ndarray):
+    """big_vision's whitening: (x - mean) / (std + 1e-5) with the train mean / population std,
+    then a constant column ``BIGVISION_BIAS`` appended (the bias feature)."""
+    mean = train_x.mean(axis=0)
+    std = train_x.std(axis=0) + BIGVISION_STD_EPS
+    out = []
+    for x in (train_x, *others):
+        z = (x - mean) / std
+        out.append(np.concatenate([z, np.full((len(z), 1), BIGVISION_BIAS)], axis=1))
+    return out
+
+
+def ridge_fit_bigvision(train_x: np.ndarray, train_y: np.ndarray, num_classes: int,
+                        l2: float = BIGVISION_L2):
+    """W [d+1, C] of big_vision's probe on raw features ``train_x`` [n, d], and the
+    (mean, std) it whitens with: ridge on the whitened, bias-augmented features ``Z`` to
+    ``2 * onehot - 1`` targets, ``W = (Z^T Z + l2 I)^-1 Z^T Y`` (primal, n >= d+1) or
+    ``Z^T (Z Z^T + l2 I)^-1 Y`` (dual), in float64. The bias row (last) is regularised too."""
+    x = np.asarray(train_x, np.float64)
+    (z,) = _whiten_bigvision(x)
+    targets = 2.0 * np.eye(num_classes)[np.asarray(train_y)] - 1.0
+    n, d = z.shape
+    if n >= d:
+        w = np.linalg.solve(z.T @ z + l2 * np.eye(d), z.T @ targets)
+    else:
+        w = z.T @ np.linalg.solve(z @ z.T + l2 * np.eye(n), targets)
+    return w
+
+
+def ridge_accuracy_bigvision(train_x, train_y, test_x, test_y, num_classes: int,
+                             l2: float = BIGVISION_L2) -> float:
+    """Test accuracy of big_vision's fixed-l2 probe (see the module docstring) fit on
+    (train_x, train_y): test features whitened with the train statistics, bias feature 100,
+    argmax of ``Z_test @ W``."""
+    if not l2 > 0:
+        raise ValueError(f"fixed_l2: must be > 0, got {l2}")
+    train_x = np.asarray(train_x, np.float64)
+    w = ridge_fit_bigvision(train_x, train_y, num_classes, l2)
+    _, z_test = _whiten_bigvision(train_x, np.asarray(test_x, np.float64))
+    predictions = np.argmax(z_test @ w, axis=1)
+    return float(np.mean(predictions == np.asarray(test_y)))
+
+
+def draw_shots_bigvision(labels: np.ndarray, shots: int, num_classes: int,
+                         seed: int) -> np.ndarray:
+    """big_vision's draw: ``rng = np.random.default_rng(seed)``, one permutation of each
+    class's indices (class order), the first ``shots`` of each; [class, shot] order. The draws
+    of different K with one seed are nested (the 5 shots hold the 1). big_vision silently
+    takes fewer when a class is short; here that is an error."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    picks = []
+    for c in range(num_classes):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        if len(members) < shots:
+            raise ValueError(f"shots: class {c} has only {len(members)} training examples, "
+                             f"fewer than {shots}")
+        picks.append(members[:shots])
+    return np.concatenate(picks)
+
+
 def fewshot_eval(train_features: np.ndarray, train_labels: np.ndarray,
                  test_features: np.ndarray, test_labels: np.ndarray, num_classes: int,
                  shots: Iterable[int] = DEFAULT_SHOTS, seeds: Iterable[int] = (0, 1, 2),
-                 l2_grid: Sequence[float] = DEFAULT_L2_GRID) -> dict:
-    """{K: {'mean', 'std', 'accuracies', 'l2'}} over seeds, for every K in ``shots``."""
+                 l2_grid: Sequence[float] = DEFAULT_L2_GRID, l2_mode: str = "loso",
+                 fixed_l2: float = BIGVISION_L2) -> dict:
+    """{K: {'mean', 'std', 'accuracies', 'l2'}} over seeds, for every K in ``shots``.
+
+    ``l2_mode``: ``"loso"`` (default) draws with ``draw_shots`` and picks l2 from ``l2_grid``
+    by leave-one-shot-out; ``"fixed"`` is big_vision's probe with ``fixed_l2``, shots drawn
+    with ``draw_shots_bigvision`` (``l2_grid`` unused)."""
+    if l2_mode not in L2_MODES:
+        raise ValueError(f"fewshot.l2: {l2_mode!r} is not allowed; choose one of "
+                         f"{list(L2_MODES)}")
     train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
     results = {}
     for k in shots:
@@ -97,6 +179,14 @@ def fewshot_eval(train_features: np.ndarray, train_labels: np.ndarray,
             raise ValueError(f"shots: each K must be a positive integer, got {k!r}")
         accs, l2s = [], []
         for seed in seeds:
+            if l2_mode == "fixed":
+                idx = draw_shots_bigvision(train_labels, int(k), num_classes, int(seed))
+                l2 = float(fixed_l2)
+                accs.append(ridge_accuracy_bigvision(train_features[idx], train_labels[idx],
+                                                     test_features, test_labels, num_classes,
+                                                     l2))
+                l2s.append(l2)
+                continue
             idx = draw_shots(train_labels, int(k), num_classes, int(seed))
             x, y = train_features[idx], train_labels[idx]
             l2 = choose_l2(x, y, int(k), num_classes, l2_grid)

@@ -79,6 +79,10 @@ class ViTConfig:
     pool_type: str = "gap"
     representation_size: Optional[int] = None  # optional pre-logits Dense+tanh
     head_zeroinit: bool = True
+    # The classifier's initial bias: 0, or negative for a sigmoid loss over many classes, so the
+    # first steps do not push every logit down (big_vision: -10 for JFT / ImageNet-21k, -6.9
+    # for ImageNet-1k, about log(1/num_classes)).
+    head_bias_init: float = 0.0
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"
     scan: bool = False  # lax.scan over encoder blocks (stacked params)
@@ -95,6 +99,9 @@ class ViTConfig:
             _check_positive_int("image_size", self.image_size)
         if not isinstance(self.num_classes, int) or self.num_classes < 0:
             raise ValueError(f"num_classes: must be an integer >= 0, got {self.num_classes!r}")
+        if isinstance(self.head_bias_init, bool) or not isinstance(self.head_bias_init,
+                                                                   (int, float)):
+            raise ValueError(f"head_bias_init: must be a number, got {self.head_bias_init!r}")
         if self.representation_size is not None:
             _check_positive_int("representation_size", self.representation_size)
         if (isinstance(self.pad_tokens_to, bool) or not isinstance(self.pad_tokens_to, int)

@@ -205,5 +205,6 @@ class ViT(nn.Module):
             kernel_init = (nn.initializers.zeros if cfg.head_zeroinit
                            else nn.initializers.lecun_normal())
             x = nn.Dense(cfg.num_classes, dtype=dtype, param_dtype=param_dtype,
-                         kernel_init=kernel_init, name="head")(x)
+                         kernel_init=kernel_init,
+                         bias_init=nn.initializers.constant(cfg.head_bias_init), name="head")(x)
         return x, aux

@@ -15,7 +15,7 @@ from typing import Optional
 import ml_collections
 from tqdm import tqdm
 
-from vitlib.configs import load_config, set_fields
+from vitlib.configs import from_record, load_config, set_fields
 from vitlib.files import write_json
 from vitlib.optim.schedules import LENGTH_FREE_KINDS
 from vitlib.train.loop import NUMERICS_VERSION, fit
@@ -102,7 +102,7 @@ def branch(parent: dict, at_step: int, cooldown_steps: int, root=None,
     the ``cooldown_steps`` of the cooldown; cached like any run (in ``root``, default the
     parent's folder). The result records the parent, the branch step, the images seen in all
     (``images_seen``) and those trained by the branch itself (``images_trained_here``)."""
-    parent_config = ml_collections.ConfigDict(parent["config"])
+    parent_config = from_record(parent["config"])
     config = branch_config(parent_config, at_step, cooldown_steps)
     parent_workdir = Path(parent["workdir"])
     record = {"parent_workdir": str(parent_workdir), "branch_step": at_step,

@@ -1,5 +1,5 @@
-"""Build a run from its config: the checks, the model, the optimizer, the data in memory and
-the compiled programs, gathered in a ``Run`` that the loop, the evaluation and the result use."""
+"""Build a run from its config: the checks, the model, the optimizer, the training input
+(in-memory or grain) and the compiled programs, gathered in a ``Run`` that the loop, the evaluation and the result use."""
 from __future__ import annotations
 
 import re
@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
-import numpy as np
 
-from vitlib.data import datasets
+from vitlib.data import datasets, grain_pipeline, sources
 from vitlib.data.augment import Augment
-from vitlib.data.batches import nested_subset
+from vitlib.data.batches import MemoryInput, nested_subset
+from vitlib.evals import fewshot, suite
 from vitlib.models import ViT, vit_config
 from vitlib.optim.chain import SweepableOptimizer, make_sweepable_optimizer
 from vitlib.train.checkpoints import Checkpointer
@@ -48,12 +48,51 @@ def check_config(config) -> None:
         make_tx(config)
     except ValueError as err:  # the optimizer's messages name fields inside ``optim``
         raise ValueError(_in_optim(str(err))) from None
-    datasets.check_dataset(config.dataset)
+    check_input(config)
+    if config.input.pipeline == "memory":
+        datasets.check_dataset(config.dataset)
+    check_fewshot(config.fewshot)
     if config.fewshot.dataset:
         try:
             datasets.check_dataset(config.fewshot.dataset)
         except datasets.DataError as err:
             raise datasets.DataError(f"fewshot.{err}") from None
+
+
+def check_fewshot(fewshot_config) -> None:
+    """The few-shot fields that need no data to check: the suite's entries, l2 and interval."""
+    if fewshot_config.suite:
+        suite.parse_suite(fewshot_config.suite)
+    if fewshot_config.l2 not in fewshot.L2_MODES:
+        raise ValueError(f"fewshot.l2: {fewshot_config.l2!r} is not allowed; choose one of "
+                         f"{list(fewshot.L2_MODES)}")
+    every = fewshot_config.every
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise ValueError(f"fewshot.every: {every!r} is not allowed; use an integer >= 0 (0 = "
+                         f"with every evaluation)")
+
+
+PIPELINES = ("memory", "grain")
+
+
+def check_input(config) -> None:
+    """The ``input`` fields (how training images reach the model)."""
+    if config.input.pipeline not in PIPELINES:
+        raise ValueError(f"input.pipeline: {config.input.pipeline!r} is not allowed; choose "
+                         f"one of {list(PIPELINES)}")
+    if config.input.pipeline == "grain":
+        grain_pipeline.Preprocess(config.image_size, config.input.crop, config.input.min_area,
+                                  config.input.flip, config.input.bad_images,
+                                  config.input.decoder)
+        grain_pipeline.check_workers(config.input.workers, config.input.threads,
+                                     config.input.worker_buffer)
+        if config.train_examples:
+            raise ValueError(f"train_examples: {config.train_examples} is not allowed with "
+                             f"input.pipeline 'grain'; use 0 and a sliced train_split (e.g. "
+                             f"'train[:10%]')")
+        if any(config.augment.values()):
+            raise ValueError(f"augment: {config.augment.to_dict()} applies to the 'memory' "
+                             f"pipeline; with 'grain' use input.crop and input.flip")
 
 
 def _in_optim(message: str) -> str:
@@ -77,7 +116,8 @@ def build_model(config, image_size: int, num_classes: int) -> ViT:
     return ViT(vit_config(m.variant, **shape, image_size=image_size, num_classes=num_classes,
                           pool_type=m.pool_type, posemb=m.posemb,
                           representation_size=m.representation_size or None, dtype=m.dtype,
-                          param_dtype=m.param_dtype, scan=m.scan, remat_policy=m.remat_policy))
+                          param_dtype=m.param_dtype, scan=m.scan, remat_policy=m.remat_policy,
+                          head_bias_init=m.head_bias_init))
 
 
 def optimizer_config(config) -> dict:
@@ -93,11 +133,9 @@ class Run(NamedTuple):
     """What one training run is made of, built from its config by ``build_run``."""
     config: Any
     workdir: Path
-    train_x: np.ndarray
-    train_y: np.ndarray
+    train_input: Any  # batches.MemoryInput or grain_pipeline.GrainInput
     model: ViT
     optimizer: SweepableOptimizer
-    augment: Augment
     mesh: Any
     programs: Programs
     abstract_state: Any  # the TrainState's structure with shardings, for restoring checkpoints
@@ -110,24 +148,40 @@ class Run(NamedTuple):
             self.branch_points.close()
 
 
-def build_run(config, workdir: Path) -> Run:
-    """Load the training data, build model and optimizer, compile (or reuse) the programs and
-    open the checkpoint folders of ``workdir``."""
+def train_input_of(config):
+    """(the run's training input, its image size, channels, number of classes)."""
     data_dir = config.data_dir or None
+    if config.input.pipeline == "grain":
+        source = sources.open_source(config.dataset, config.train_split, data_dir,
+                                     label_key=config.input.label_key)
+        preprocess = grain_pipeline.Preprocess(
+            config.image_size, config.input.crop, config.input.min_area, config.input.flip,
+            config.input.bad_images, config.input.decoder)
+        return (grain_pipeline.GrainInput(source, config.batch_size, config.seed, preprocess,
+                                          config.input.workers, config.input.threads,
+                                          config.input.worker_buffer),
+                config.image_size, 3, source.num_classes)
     train_x, train_y = nested_subset(
         *datasets.load_split(config.dataset, config.train_split, data_dir), config.train_examples)
-    num_classes = datasets.num_classes(config.dataset, data_dir)
-    image_size = config.image_size or train_x.shape[1]
+    augment = Augment(**config.augment.to_dict())
+    return (MemoryInput(train_x, train_y, config.batch_size, config.seed, augment),
+            config.image_size or train_x.shape[1], train_x.shape[3],
+            datasets.num_classes(config.dataset, data_dir))
+
+
+def build_run(config, workdir: Path) -> Run:
+    """Open the training data, build model and optimizer, compile (or reuse) the programs and
+    open the checkpoint folders of ``workdir``."""
+    train_input, image_size, channels, num_classes = train_input_of(config)
     model = build_model(config, image_size, num_classes)
     optimizer = make_tx(config)
-    augment = Augment(**config.augment.to_dict())
     mesh = make_mesh()
     check_batch_size(config.batch_size, mesh)
     if config.eval_batch_size % mesh.devices.size:
         raise ValueError(f"eval_batch_size: {config.eval_batch_size} does not split over "
                          f"{mesh.devices.size} devices; allowed: a multiple of it")
 
-    image_shape = (image_size, image_size, train_x.shape[3])
+    image_shape = (image_size, image_size, channels)
     programs = programs_for(config, model, optimizer.tx, image_shape)
     abstract_state = jax.tree_util.tree_map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
@@ -135,5 +189,5 @@ def build_run(config, workdir: Path) -> Run:
     checkpointer = Checkpointer(workdir / "checkpoints")
     branch_points = Checkpointer(workdir / "branch_points", max_to_keep=None) \
         if config.checkpoint_steps else None
-    return Run(config, workdir, train_x, train_y, model, optimizer, augment, mesh, programs,
+    return Run(config, workdir, train_input, model, optimizer, mesh, programs,
                abstract_state, checkpointer, branch_points)

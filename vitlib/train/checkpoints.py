@@ -1,11 +1,18 @@
 """Checkpoints of the training state with orbax: written to a temporary folder and renamed when
-complete, so a run killed at any moment leaves only whole checkpoints behind."""
+complete, so a run killed at any moment leaves only whole checkpoints behind.
+
+Each step holds two items: ``default``, the train state (the name a single-item checkpoint
+has, so checkpoints written before the second item existed still restore), and
+``data_iterator``, the input pipeline's state as JSON (grain's iterator state), so a resumed
+run continues its data stream where it stopped."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
 
 import orbax.checkpoint as ocp
+
+STATE, DATA = "default", "data_iterator"
 
 
 class Checkpointer:
@@ -14,7 +21,8 @@ class Checkpointer:
         self._manager = ocp.CheckpointManager(
             Path(directory).absolute(),
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                                 enable_async_checkpointing=False))
+                                                 enable_async_checkpointing=False),
+            item_names=(STATE, DATA))  # two named items, whatever the folder already holds
 
     def latest_step(self) -> Optional[int]:
         return self._manager.latest_step()
@@ -22,14 +30,26 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
-    def save(self, step: int, state) -> None:
-        self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    def save(self, step: int, state, data_state: Optional[dict] = None) -> None:
+        self._manager.save(step, args=ocp.args.Composite(**{
+            STATE: ocp.args.StandardSave(state),
+            DATA: ocp.args.JsonSave(data_state or {})}), force=True)
         self._manager.wait_until_finished()
 
     def restore(self, step: int, abstract_state):
         """``abstract_state``: the state's structure with ShapeDtypeStruct leaves (shardings
         included), so the restored arrays land where the step expects them."""
-        return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+        return self._manager.restore(step, args=ocp.args.Composite(**{
+            STATE: ocp.args.StandardRestore(abstract_state)}))[STATE]
+
+    def restore_data_state(self, step: int) -> Optional[dict]:
+        """The data iterator state saved at ``step`` (None: none saved, or an empty one)."""
+        folder = Path(self._manager.directory) / str(step) / DATA
+        if not folder.is_dir():
+            return None
+        saved = self._manager.restore(step, args=ocp.args.Composite(**{
+            DATA: ocp.args.JsonRestore()}))[DATA]
+        return saved or None
 
     def delete(self, step: int) -> None:
         self._manager.delete(step)

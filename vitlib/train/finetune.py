@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from vitlib.configs import from_record
 from vitlib.data import datasets
 from vitlib.models.interop.common import resample_posemb
 from vitlib.train.build import build_model, make_tx
@@ -32,7 +33,7 @@ def load_run(workdir) -> tuple[ml_collections.ConfigDict, dict]:
     result_file = workdir / "result.json"
     if not result_file.is_file():
         raise ValueError(f"from: {workdir} has no result.json; is it a finished training run?")
-    config = ml_collections.ConfigDict(json.loads(result_file.read_text())["config"])
+    config = from_record(json.loads(result_file.read_text())["config"])
     data_dir = config.data_dir or None
     images, _ = datasets.load_split(config.dataset, config.train_split, data_dir)
     size = config.image_size or images.shape[1]

@@ -27,15 +27,15 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from vitlib.data.batches import Prefetcher, train_batch
+from vitlib.data.batches import Prefetcher
 from vitlib.files import write_bytes_atomic, write_json
 from vitlib.train.build import Run, build_run, check_config
 from vitlib.train.evaluation import Evaluator
 from vitlib.train.interrupt import RunInterrupted, stop_on_interrupt
 from vitlib.train.resume import starting_state
-from vitlib.train.sharding import replicated, shard_batch
+from vitlib.train.sharding import host_rows, replicated, shard_local_rows
 from vitlib.train.steps import params_sha256
-from vitlib.train.workdir import (Progress, check_belongs, clear_run, finished_result,
+from vitlib.train.workdir import (Progress, check_belongs, clear_run, finished_result, plain,
                                   prepare_workdir, read_progress, record_config, write_progress)
 
 # Bump when a change alters the numbers an unchanged config produces (params_sha256, losses):
@@ -84,13 +84,15 @@ def fit(config, workdir, init_params: Optional[Callable] = None, progress: bool 
             shutil.rmtree(workdir, ignore_errors=True)
         raise
     try:
-        state, start = starting_state(run, init_params, start_from)
-        record_config(workdir, config)
+        state, start, data_state = starting_state(run, init_params, start_from)
+        if is_primary():
+            record_config(workdir, config)
         totals = read_progress(workdir, start)
         evaluate = Evaluator(config, run.programs, run.mesh)
         totals.setup_time_s += time.perf_counter() - call_start
         clock = RunClock(call_start, totals.wall_time_s)
-        state, last_record = train_loop(run, state, start, evaluate, totals, clock, progress)
+        state, last_record = train_loop(run, state, start, evaluate, totals, clock, progress,
+                                        data_state)
         if start == config.total_steps:  # nothing left to train: evaluate the restored model
             eval_start = time.perf_counter()
             last_record = evaluate(start, state.params, final=True)
@@ -99,8 +101,14 @@ def fit(config, workdir, init_params: Optional[Callable] = None, progress: bool 
         run.close()
     totals.wall_time_s = clock.wall_time()
     result = result_record(config, start, state, last_record, totals)
-    write_json(workdir / "result.json", result)
+    if is_primary():
+        write_json(workdir / "result.json", result)
     return result
+
+
+def is_primary() -> bool:
+    """Whether this process writes the run's files (with several processes, the first)."""
+    return jax.process_index() == 0
 
 
 class RunClock:
@@ -118,12 +126,14 @@ class MetricsLog:
 
     def __init__(self, path: Path, resume_step: int):
         self.path = path
-        if path.exists():
+        if path.exists() and is_primary():
             kept = [line for line in path.read_text().splitlines()
                     if line and json.loads(line)["step"] <= resume_step]
             write_bytes_atomic(path, "".join(line + "\n" for line in kept).encode())
 
     def write(self, record: dict) -> None:
+        if not is_primary():
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -139,6 +149,7 @@ class StepMetrics:
         self.run, self.log, self.lrs, self.totals, self.bar = run, log, lrs, totals, bar
         self.pending: list = []
         self.last_flush = start
+        self.bad_images = 0  # undecodable records skipped by the input pipeline so far
         self.interval_start = time.perf_counter()
 
     def add(self, metrics) -> None:
@@ -169,30 +180,40 @@ class StepMetrics:
         self.totals.steps_trained += len(metrics)
         self.totals.last_loss = float(losses[-10:].mean())
         rate = len(metrics) * self.run.config.batch_size / elapsed
-        self.log.write({"step": step, "train_loss": float(losses.mean()),
-                        "lr": float(self.lrs[step - 1]),
-                        "grad_norm": float(np.mean([m["grad_norm"] for m in metrics])),
-                        "images_per_s": rate})
+        record = {"step": step, "train_loss": float(losses.mean()),
+                  "lr": float(self.lrs[step - 1]),
+                  "grad_norm": float(np.mean([m["grad_norm"] for m in metrics])),
+                  "images_per_s": rate}
+        if self.bad_images:
+            record["bad_images_skipped"] = self.bad_images
+        self.log.write(record)
         self.bar.set_postfix(loss=f"{self.totals.last_loss:.4f}", img_s=f"{rate:.0f}")
         self.pending, self.last_flush = [], step
 
 
 def train_loop(run: Run, state, start: int, evaluate: Evaluator, totals: Progress,
-               clock: RunClock, progress: bool):
+               clock: RunClock, progress: bool, data_state: Optional[dict] = None):
     """Steps ``start .. total_steps - 1``; returns (state, the last evaluation record or {}).
     After a step that ends a log, eval or checkpoint interval (or is one of
     ``checkpoint_steps``), the metrics are flushed, then checkpoints saved (with the run's
-    totals in progress.json), then the evaluation run; the last step does all of them. A
-    Ctrl-C stops at the next step boundary with a checkpoint (``RunInterrupted``)."""
+    totals in progress.json and the input pipeline's state), then the evaluation run; the last
+    step does all of them. Ctrl-C or SIGTERM stops at the next step boundary with a checkpoint
+    (``RunInterrupted``). ``data_state``: the input's state saved with the checkpoint the run
+    resumes from."""
     config = run.config
     log = MetricsLog(run.workdir / "metrics.jsonl", start)
     lrs = run.optimizer.lr_table(config.total_steps)
     weight_decay = jax.device_put(run.optimizer.weight_decay_rates(state.params),
                                   replicated(run.mesh))
-    prefetch = Prefetcher(
-        lambda s: train_batch(run.train_x, run.train_y, s, config.batch_size, config.seed,
-                              run.augment),
-        start, config.total_steps, place=lambda batch: shard_batch(batch, run.mesh))
+
+    def place(item):
+        batch, after = item
+        skipped = int(batch.pop("bad_images", 0))
+        return shard_local_rows(batch, run.mesh, config.batch_size), after, skipped
+    stream = run.train_input.stream(start, config.total_steps,
+                                    host_rows(config.batch_size, run.mesh), data_state)
+    prefetch = Prefetcher(items=((s, (batch, after)) for s, batch, after in stream),
+                          place=place)
     bar = tqdm(total=config.total_steps, initial=start, disable=not progress, mininterval=1.0,
                desc="train", unit="step")
     metrics_since_log = StepMetrics(run, log, lrs, start, totals, bar)
@@ -200,14 +221,15 @@ def train_loop(run: Run, state, start: int, evaluate: Evaluator, totals: Progres
     last_record = {}
     try:
         with stop_on_interrupt() as stop:
-            for step, batch in prefetch:
+            for step, (batch, data_state, skipped) in prefetch:
+                metrics_since_log.bad_images += skipped
                 state, metrics = run.programs.step(state, batch, {"lr": lrs[step],
                                                                   "weight_decay": weight_decay})
                 metrics_since_log.add(metrics)
                 done = step + 1
                 bar.update(1)
                 at_end = done == config.total_steps
-                stopping = stop.requested  # read once: a request arriving later waits a step
+                stopping = stop.preempted_at(done)  # read once: a later request waits a step
                 evals = at_end or (config.eval_every and done % config.eval_every == 0)
                 ckpt = (at_end or stopping
                         or (config.checkpoint_every and done % config.checkpoint_every == 0))
@@ -216,16 +238,18 @@ def train_loop(run: Run, state, start: int, evaluate: Evaluator, totals: Progres
                     metrics_since_log.flush(done)
                     checkpoint_start = time.perf_counter()
                     if ckpt:
-                        run.checkpointer.save(done, state)
+                        run.checkpointer.save(done, state, data_state)
                     if done in keep:
-                        run.branch_points.save(done, state)
+                        run.branch_points.save(done, state, data_state)
                     eval_start = time.perf_counter()
                     totals.checkpoint_time_s += eval_start - checkpoint_start
                     if ckpt:
                         totals.wall_time_s = clock.wall_time()
-                        write_progress(run.workdir, done, totals, run.checkpointer.all_steps())
+                        if is_primary():
+                            write_progress(run.workdir, done, totals,
+                                           run.checkpointer.all_steps())
                     if stopping and not at_end:
-                        raise RunInterrupted(done, run.workdir)
+                        raise RunInterrupted(done, run.workdir, stop.reason)
                     if evals:
                         last_record = evaluate(done, state.params, final=at_end)
                         log.write(last_record)
@@ -235,6 +259,9 @@ def train_loop(run: Run, state, start: int, evaluate: Evaluator, totals: Progres
                     totals.eval_time_s += metrics_since_log.interval_start - eval_start
     finally:
         prefetch.close()
+        close = getattr(stream, "close", None)
+        if close is not None:  # grain's worker processes
+            close()
         bar.close()
     return state, last_record
 
@@ -259,5 +286,5 @@ def result_record(config, start: int, state, last_record: dict, totals: Progress
         "images_per_s": (totals.steps_trained * config.batch_size / totals.train_time_s
                          if totals.train_time_s else None),
         "devices": len(jax.devices()),
-        "config": config.to_dict(),
+        "config": plain(config),
     }

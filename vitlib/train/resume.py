@@ -17,14 +17,16 @@ from vitlib.train.checkpoints import Checkpointer
 
 def starting_state(run: Run, init_params: Optional[Callable] = None,
                    start_from: Optional[tuple] = None):
-    """(state, step) the run continues from; see ``fit`` for ``init_params`` and
-    ``start_from``. A checkpoint of the run itself always wins."""
+    """(state, step, the input pipeline's state or None) the run continues from; see ``fit``
+    for ``init_params`` and ``start_from``. A checkpoint of the run itself always wins; a branch
+    or a fresh run starts its input at its first step."""
     saved = run.checkpointer.all_steps()
     if saved:
         state, start = restore_latest_intact(run.checkpointer, saved, run.abstract_state,
                                              run.workdir / "checkpoints")
         print(f"resumed from step {start} in {run.workdir}", flush=True)
-    elif start_from is not None:
+        return state, start, run.checkpointer.restore_data_state(start)
+    if start_from is not None:
         state, start = restore_branch_point(start_from, run.abstract_state,
                                             run.config.total_steps)
         print(f"started from step {start} of {start_from[0]}", flush=True)
@@ -33,7 +35,7 @@ def starting_state(run: Run, init_params: Optional[Callable] = None,
         if init_params is not None:
             state = state.replace(params=jax.device_put(init_params(state.params),
                                                         run.programs.shardings.params))
-    return state, start
+    return state, start, None
 
 
 class CheckpointError(ValueError):

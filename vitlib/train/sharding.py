@@ -51,13 +51,40 @@ def state_shardings(abstract_tree, mesh: Mesh, fsdp: bool = False, min_size: int
     return jax.tree_util.tree_map(one, abstract_tree)
 
 
+def host_rows(batch_size: int, mesh: Mesh) -> slice:
+    """The rows of a global batch that this process's devices hold (one contiguous block:
+    the mesh orders devices by process). With one process, every row."""
+    if jax.process_count() == 1:
+        return slice(0, batch_size)
+    where = batch_sharding(mesh).addressable_devices_indices_map((batch_size,))
+    starts = sorted(index[0].start or 0 for index in where.values())
+    stops = sorted(index[0].stop if index[0].stop is not None else batch_size
+                   for index in where.values())
+    if stops[-1] - starts[0] != sum(b - a for a, b in zip(starts, stops)):
+        raise ValueError(f"the devices of process {jax.process_index()} do not hold one "
+                         f"contiguous block of the batch; make_mesh() orders them so")
+    return slice(starts[0], stops[-1])
+
+
 def shard_batch(batch: dict, mesh: Mesh) -> dict:
-    """Place a host batch on the mesh, split along the batch axis."""
+    """Place a global host batch (every process holds the whole of it) on the mesh, split along
+    the batch axis; each process contributes its own rows."""
+    if jax.process_count() == 1:
+        return jax.device_put(batch, batch_sharding(mesh))
+    first = next(iter(jax.tree_util.tree_leaves(batch)))
+    rows = host_rows(len(first), mesh)
+    return shard_local_rows(jax.tree_util.tree_map(lambda x: x[rows], batch), mesh, len(first))
+
+
+def shard_local_rows(batch: dict, mesh: Mesh, global_size: int) -> dict:
+    """Place this process's rows (``host_rows``) of a global batch of ``global_size`` on the
+    mesh: the input pipelines of several hosts each make only their own rows."""
     sharding = batch_sharding(mesh)
     if jax.process_count() == 1:
         return jax.device_put(batch, sharding)
     return jax.tree_util.tree_map(
-        lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+        lambda x: jax.make_array_from_process_local_data(
+            sharding, x, (global_size, *x.shape[1:])), batch)
 
 
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:

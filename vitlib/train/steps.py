@@ -39,12 +39,20 @@ def loss_value(kind: str, logits: jax.Array, labels: jax.Array,
                label_smoothing: float = 0.0) -> jax.Array:
     """Mean over the batch: softmax cross-entropy, or sigmoid cross-entropy summed over classes
     (the paper's loss on multi-label upstream data) against one-hot targets, optionally smoothed
-    towards the uniform distribution by ``label_smoothing``."""
+    towards the uniform distribution by ``label_smoothing``. ``labels`` are class ids [B], or
+    multi-hot targets [B, classes] (multi-label data; softmax then spreads each example's
+    target evenly over its labels)."""
     check_loss(kind, label_smoothing)
     logits = logits.astype(jnp.float32)
-    if kind == "softmax" and not label_smoothing:
+    if labels.ndim == logits.ndim:
+        targets = labels.astype(jnp.float32)
+        if kind == "softmax":
+            targets = targets / jnp.maximum(targets.sum(-1, keepdims=True), 1.0)
+    elif kind == "softmax" and not label_smoothing:
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    else:
+        targets = jax.nn.one_hot(labels, logits.shape[-1])
+    targets = optax.smooth_labels(targets, label_smoothing)
     if kind == "softmax":
         return optax.softmax_cross_entropy(logits, targets).mean()
     return optax.sigmoid_binary_cross_entropy(logits, targets).sum(-1).mean()
@@ -169,12 +177,18 @@ def make_train_step(model, tx: optax.GradientTransformation, loss: str,
 def make_eval_step(model, micro_batches: int = 1) -> Callable:
     """``eval(params, batch) -> number of correct predictions among unmasked examples``, the
     forward pass run in ``micro_batches`` equal slices one after another (see
-    ``make_train_step``): the same predictions, faster on CPU."""
+    ``make_train_step``): the same predictions, faster on CPU. With multi-hot labels a
+    prediction is correct when the top class is one of the example's labels (precision@1)."""
     _check_micro_batches(micro_batches)
 
     def correct(params, images, labels, mask):
         logits, _ = model.apply({"params": params}, resize(images, model.config.image_size))
-        return jnp.sum((jnp.argmax(logits, -1) == labels) * mask)
+        top = jnp.argmax(logits, -1)
+        if labels.ndim == 2:
+            hit = jnp.take_along_axis(labels, top[:, None], axis=1)[:, 0] > 0
+        else:
+            hit = top == labels
+        return jnp.sum(hit * mask)
 
     def evaluate(params, batch):
         if micro_batches == 1:

@@ -15,8 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from ml_collections import ConfigDict
-
+from vitlib.configs import from_record, run_identity
 from vitlib.files import write_json
 from vitlib.train.build import make_tx
 
@@ -32,8 +31,9 @@ class WorkdirMismatch(ValueError):
 
 
 def plain(config) -> dict:
-    """The config as plain JSON data (tuples become lists), as result.json stores it."""
-    return json.loads(json.dumps(config.to_dict(), default=str))
+    """The config as plain JSON data (tuples become lists), as result.json stores it: the run's
+    identity, without later-added keys at their defaults (``vitlib.configs.LATER_KEYS``)."""
+    return run_identity(json.loads(json.dumps(config.to_dict(), default=str)))
 
 
 def prepare_workdir(workdir) -> tuple[Path, bool]:
@@ -117,7 +117,7 @@ def recorded_config(workdir: Path) -> Optional[dict]:
 
 
 def _trained_lrs(config: dict, steps: int) -> list:
-    return list(make_tx(ConfigDict(config)).lr_table(steps))
+    return list(make_tx(from_record(config)).lr_table(steps))
 
 
 def check_belongs(workdir: Path, config) -> None:
