@@ -78,7 +78,8 @@ def test_the_batch_holds_the_examples_of_batch_indices_with_an_inception_crop(da
     for j in good[:4]:
         rng = np.random.default_rng([7, step, 2, j])
         image = image_ops.decode_inception_crop(source[int(idx[j])]["image"], SIZE, rng,
-                                                area_range=(0.05, 1.0), decoder="opencv")
+                                                area_range=(0.05, 1.0),
+                                                decoder="simplejpeg-rows")
         image = image_ops.flip_lr(image, rng)
         np.testing.assert_array_equal(batch["image"][j], image_ops.value_range(image))
 
@@ -259,3 +260,26 @@ def test_two_processes_of_two_devices_train_as_one_process_of_four(data, tmp_pat
     assert _losses(tmp_path / "two") == pytest.approx(_losses(tmp_path / "plain"), rel=1e-6)
     # the second process wrote nothing of its own: one metrics record per step
     assert len([r for r in _records(tmp_path / "two") if "train_loss" in r]) == 6
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(data, tmp_path):
+    """JAX's preemption service hears the signal; every process stops at one step."""
+    import portpicker
+
+    sets = _sets(data, "total_steps=400", "checkpoint_every=0", "optim.schedule.kind='rsqrt'")
+    workdir = tmp_path / "run"
+    port = portpicker.pick_unused_port()
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    procs = [subprocess.Popen(
+        _command(workdir, sets) + ["--coordinator", f"localhost:{port}", "--num_processes", "2",
+                                   "--process_id", str(i)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+    _wait_for_step(procs[0], workdir, 3)
+    procs[1].send_signal(signal.SIGTERM)
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [143, 143], errs[0][-2000:] + errs[1][-2000:]
+    steps = {int(err.split("preempted (SIGTERM) at step ")[1].split(":")[0]) for err in errs}
+    assert len(steps) == 1
+    step = steps.pop()
+    assert [p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()] == \
+        [str(step)]

@@ -126,3 +126,21 @@ def test_grain_needs_an_image_size():
     config = apply_overrides(load_config("quickstart"), ["input.pipeline='grain'"])
     with pytest.raises(ValueError, match="image_size: 0 is not allowed with input.pipeline"):
         check_config(config)
+
+
+def test_the_paper_b16_config_is_the_papers_recipe_and_passes_the_checks():
+    from vitlib.optim.chain import paper_recipe
+
+    config = load_config("paper_b16")
+    check_config(config)
+    recipe = paper_recipe(config.total_steps, cooldown_steps=10_000)
+    optim = config.optim.to_dict()
+    for key in ("optimizer", "lr", "grad_clip_norm"):
+        assert optim[key] == recipe[key], key
+    assert [tuple(rule) for rule in optim["weight_decay"]] == recipe["weight_decay"]
+    assert {k: optim["schedule"][k] for k in recipe["schedule"]} == recipe["schedule"]
+    assert {k: optim["optimizer_kwargs"][k] for k in recipe["optimizer_kwargs"]} == \
+        recipe["optimizer_kwargs"]
+    assert (config.model.variant, config.model.pool_type, config.loss, config.batch_size,
+            config.image_size, config.input.crop) == ("B/16", "map", "sigmoid", 4096, 224,
+                                                      "inception")

@@ -40,7 +40,7 @@ def load_config(name_or_path: str) -> ml_collections.ConfigDict:
 LATER_KEYS = {
     "input": {"pipeline": "memory", "workers": 0, "threads": 8, "worker_buffer": 2,
               "crop": "inception", "min_area": 0.05, "flip": True, "label_key": "label",
-              "bad_images": "skip", "decoder": "opencv"},
+              "bad_images": "skip", "decoder": "simplejpeg-rows"},
     "model.head_bias_init": 0.0,
     "fewshot.suite": [],
     "fewshot.l2": "loso",

@@ -22,9 +22,11 @@ def get_config() -> ml_collections.ConfigDict:
         flip=True,  # random horizontal flip (training)
         label_key="label",  # the dataset's label feature (cifar100 also has coarse_label)
         bad_images="skip",  # an undecodable image: skip (replaced, counted in metrics) | fail
-        # JPEG decoder and resizer (vitlib.data.image_ops): opencv (bilinear without
-        # antialiasing, as tf.image.resize; measured fastest) | pil | simplejpeg
-        decoder="opencv",
+        # JPEG decoder (vitlib.data.image_ops; the resize is OpenCV's bilinear without
+        # antialiasing, as tf.image.resize): simplejpeg-rows (decodes only the block rows down
+        # to the crop's last; measured fastest, 1.18x tf.data per core) | opencv | pil |
+        # simplejpeg
+        decoder="simplejpeg-rows",
     ))
     c.data_dir = ""  # TFDS data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
     c.train_split = "train"

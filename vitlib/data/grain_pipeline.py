@@ -39,7 +39,7 @@ class Preprocess:
     min_area: float = 0.05
     flip: bool = True
     bad_images: str = "skip"
-    decoder: str = "opencv"
+    decoder: str = "simplejpeg-rows"
 
     def __post_init__(self):
         if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) \
@@ -226,7 +226,8 @@ class TrainStream:
 
 def eval_batches(source, image_size: int, batch_size: int, rows: slice = slice(None),
                  indices: Optional[np.ndarray] = None, threads: int = 8,
-                 resize_size: Optional[int] = None, decoder: str = "opencv") -> Iterator[dict]:
+                 resize_size: Optional[int] = None,
+                 decoder: str = "simplejpeg-rows") -> Iterator[dict]:
     """``source`` (or its ``indices``) in order, in global batches of ``batch_size`` (the last
     padded; 'mask' marks real examples), each image resized and centre-cropped to
     ``image_size``; this host's ``rows`` of each batch. Undecodable images are errors."""

@@ -48,15 +48,18 @@ their IDCT / upsampling by a grey level or two, so a run's pixels depend on the 
 per config: never chosen by what is installed). Measured speeds:
 ``benchmarks/input_pipeline.py``.
 
-``"simplejpeg-rows"`` (``decode_inception_crop`` only; elsewhere it is ``"simplejpeg"``): a
-single-scan sequential JPEG (baseline; not progressive) is given a frame header whose height
-ends one iMCU row (8 or 16 px) below the box's bottom, so libjpeg-turbo stops there: on average
-~15% fewer rows decoded on ImageNet-like crops (the rows above the box and the columns beside it
-are still decoded; TF's ``decode_and_crop_jpeg`` skips their IDCT too). The margin row keeps
-chroma upsampling at the box's bottom edge (and the resize filter's reach) as in a full decode,
-so with ``resizer="opencv"`` the result is pixel-identical to ``"simplejpeg"``'s for the same
-``rng``; with ``"pil"`` within one grey level (Pillow orders its two resampling passes by the
-image's shape, which the shorter decode changes). libjpeg then meets the unread rows' data as
+``"simplejpeg-rows"``: simplejpeg at the DCT scales 1/8, 1/4, 1/2 only (as PIL and OpenCV;
+libjpeg-turbo's 3/8 .. 7/8 IDCTs have no SIMD code and decode SLOWER than full scale, which
+costs ``"simplejpeg"`` ~15% on 224 crops of ImageNet-sized images), and in
+``decode_inception_crop`` only the rows that the box needs: a single-scan sequential JPEG
+(baseline; not progressive) is given a frame header whose height ends one iMCU row (8 or 16 px)
+below the box's bottom (plus the resize filter's reach), so libjpeg-turbo stops there: ~15%
+fewer rows decoded on ImageNet-like crops (the rows above the box and the columns beside it are
+still decoded; TF's ``decode_and_crop_jpeg`` skips their IDCT too). The margin row keeps chroma
+upsampling at the box's bottom edge as in a full decode, so with ``resizer="opencv"`` the result
+is pixel-identical to resizing the box of a whole-image simplejpeg decode at the same scale;
+with ``"pil"`` within one grey level (Pillow orders its two resampling passes by the image's
+shape, which the shorter decode changes). libjpeg then meets the unread rows' data as
 "extraneous bytes before marker": the first warning, and only that one, is accepted (decoding is
 strict otherwise: a warning met before it, e.g. a truncation, or corrupt data that libjpeg
 flags within the rows read, raises ``BadImage``; corrupt data below them goes unseen). Progressive
@@ -224,8 +227,9 @@ def _jpeg_frame(data) -> Optional[tuple]:
             sof = i
             imcu = 8 * max(data[i + 11 + 3 * k] & 0x0F for k in range(count))
         elif marker == 0xDA:  # start of scan: entropy-coded data follows
-            # no second scan: FF DA cannot occur in entropy-coded data (FF is stuffed as FF 00)
-            if sof is None or bytes(data).find(b"\xff\xda", i + 2) != -1:
+            # a sequential scan with every component is the only scan (each component is in
+            # exactly one scan); otherwise libjpeg would buffer the whole image first
+            if sof is None or i + 5 > n or data[i + 4] != data[sof + 9]:
                 return None
             return sof, imcu
         i += 2 + length
@@ -268,12 +272,14 @@ def _decode_scaled(data: bytes, header, need_h: float, need_w: float, decoder: s
     DCT scale that keeps >= 1 decoded pixel per output pixel, where ``need_h``, ``need_w`` are
     the original pixels per output pixel of the region wanted (vertically, horizontally).
     ``rows``: only the first ``rows`` original rows are needed ("simplejpeg-rows" decodes
-    fewer; the image returned may then be shorter than the original, never narrower)."""
+    fewer rows then: the image returned is shorter than the original, never narrower)."""
     height, width, im = header
     if decoder in _SIMPLEJPEG and _is_jpeg(data):
         sj = _module("simplejpeg")
-        # the smallest M of libjpeg-turbo's M/8 (M <= 8) with M/8 * need >= 1 on both axes
-        m = max(1, min(8, math.ceil(8.0 / min(need_h, need_w) - 1e-9)))
+        if decoder == "simplejpeg-rows":  # 1/8, 1/4, 1/2, 1: the SIMD IDCTs (module docstring)
+            m = 8 // _pil_scale(need_h, need_w)
+        else:  # the smallest M of libjpeg-turbo's M/8 (M <= 8) with M/8 * need >= 1 on both axes
+            m = max(1, min(8, math.ceil(8.0 / min(need_h, need_w) - 1e-9)))
         colorspace = "RGBX" if for_pil else "RGB"
         cut = None
         if decoder == "simplejpeg-rows" and rows is not None and rows < height:

@@ -31,7 +31,8 @@ def accuracy(eval_step, params, images, labels, batch_size: int, mesh) -> float:
 
 
 def accuracy_of_source(eval_step, params, source, image_size: int, batch_size: int, mesh,
-                       indices=None, threads: int = 8, decoder: str = "opencv") -> float:
+                       indices=None, threads: int = 8,
+                       decoder: str = "simplejpeg-rows") -> float:
     """Accuracy on the records of ``source`` (or its ``indices``), decoded batch by batch."""
     rows = host_rows(batch_size, mesh)
     correct = 0
