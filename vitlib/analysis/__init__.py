@@ -7,4 +7,8 @@
 - ``fit_map``: which shapes fit a memory budget under the paper's settings (cached plans)
 - ``scaling``: saturating power-law fits on the Pareto frontier, bootstrap, extrapolation
 - ``paper_tables``: the paper's Appendix F / G tables (``paper_data/``)
+- ``accelerators``: peak bf16 FLOP/s and memory of named accelerators; budgets in device-days
+  (e.g. TPUv3 core-days, H100-days) as FLOPs at an assumed MFU
+- ``advice``: which model and how many images for a compute budget, from the paper's runs or
+  your own (``python -m vitlib.analysis.advice``)
 """

@@ -48,7 +48,8 @@ import pandas as pd
 from vitlib.analysis import accelerators, paper_tables, scaling
 
 METRICS = {"10shot": "fewshot", "finetune": "finetune"}  # metric -> paper_tables.load(which)
-METRIC_NAMES = {"10shot": "ImageNet 10-shot error", "finetune": "ImageNet fine-tune error"}
+METRIC_NAMES = {"10shot": "ImageNet 10-shot error", "finetune": "ImageNet fine-tune error",
+                "runs": "the error column of the given runs"}
 PAPER_SOURCES = {"10shot": "paper Appendix F", "finetune": "paper Appendix G"}
 BATCH = paper_tables.BATCH  # steps are reported at the paper's batch, 4096
 LAW_FORM = "double_saturating"  # the frontier
@@ -122,7 +123,7 @@ def load_runs(runs) -> pd.DataFrame:
             raise ValueError(f"runs: {str(path)!r} is not a readable CSV ({err})") from None
         where = str(path)
     elif isinstance(runs, pd.DataFrame):
-        frame, where = runs.reset_index(drop=True), "runs"
+        frame, where = runs.reset_index(drop=True), "runs (DataFrame)"
     else:
         raise TypeError(f"runs: expected a CSV path or a pandas DataFrame, got "
                         f"{type(runs).__name__}")
@@ -192,7 +193,8 @@ def _check_metric(metric: str) -> None:
 
 def runs_for(metric: str = "10shot", runs=None, with_paper: bool = False) -> pd.DataFrame:
     """The runs ``advise`` fits: the paper's table for ``metric`` when ``runs`` is None, else the
-    user's ``runs`` (``load_runs``), plus the paper's when ``with_paper``."""
+    user's ``runs`` (``load_runs``), plus the paper's when ``with_paper`` (runs of the same model
+    name are then pooled)."""
     _check_metric(metric)
     if runs is None:
         return _paper_runs(metric)
@@ -206,7 +208,7 @@ def runs_for(metric: str = "10shot", runs=None, with_paper: bool = False) -> pd.
 class Advice:
     """The answer for one budget (see the module docstring for every definition)."""
     budget_flops: float
-    metric: str
+    metric: str  # "10shot" / "finetune" (a paper table is used), or "runs" (only the user's)
     source: str  # where the runs came from
     runs: int
     level: float  # of every interval
@@ -266,8 +268,10 @@ class Advice:
         def in_unit(flops):
             return accelerators.budget_of_flops(flops, unit, mfu)
         pct = f"{self.level:.0%}"
-        lines = [f"Budget: {_g(in_unit(self.budget_flops))} {label} = {self.budget_flops:.3g} "
-                 f"training FLOPs" + ("" if label == "FLOPs" else f" (MFU {mfu_used:g})"),
+        budget = (f"{self.budget_flops:.3g} training FLOPs" if label == "FLOPs" else
+                  f"{_g(in_unit(self.budget_flops))} {label} = {self.budget_flops:.3g} training "
+                  f"FLOPs (MFU {mfu_used:g})")
+        lines = [f"Budget: {budget}",
                  f"Metric: {METRIC_NAMES.get(self.metric, self.metric)}; runs: {self.source} "
                  f"({self.runs} runs, "
                  f"{self.frontier_points} on the frontier)",
@@ -534,7 +538,8 @@ def advise_many(budgets: Sequence[float], metric: str = "10shot", runs=None,
                          "error": float(e[i]), "on_frontier": bool(on_front[i])}
                         for i in nearest]
         advice.append(Advice(
-            budget_flops=float(budget), metric=metric, source=source, runs=int(c.size),
+            budget_flops=float(budget), metric=metric if runs is None or with_paper else "runs",
+            source=source, runs=int(c.size),
             level=level, n_boot=n_boot, seed=seed,
             predicted_error=float(law.predict(budget)), error_lo=float(boot["band_lo"][j]),
             error_hi=float(boot["band_hi"][j]), law=dict(law.params),
