@@ -92,7 +92,8 @@ def fewshot_record(config, params, feature_fn) -> dict:
         eval_x, eval_y = datasets.load_split(name, split, data_dir)
         results = fewshot.fewshot_eval(train_features, train_y, extract(eval_x), eval_y,
                                        datasets.num_classes(name, data_dir),
-                                       shots=config.fewshot.shots, seeds=config.fewshot.seeds)
+                                       shots=config.fewshot.shots, seeds=config.fewshot.seeds,
+                                       l2_mode=config.fewshot.l2)
         prefix = f"fewshot_{name}_" + ("" if split == "test" else f"{split}_")
         for k, r in results.items():
             record[f"{prefix}{k}shot"] = r["mean"]
@@ -124,6 +125,12 @@ class Evaluator:
                             for split, xy in self.eval_sets.items()}
         self.suite = suite.parse_suite(config.fewshot.suite) if config.fewshot.suite else []
 
+    def _mesh_features(self, params, batch):
+        """Pre-logits of a global batch: this host's rows placed on the mesh, all gathered."""
+        rows = host_rows(len(batch), self.mesh)
+        return features_on_mesh(self.programs.feature_fn, params, self.mesh,
+                                len(batch))(batch[rows])
+
     def _accuracy(self, params, split: str, final: bool) -> tuple[float, int]:
         config = self.config
         if self.records:
@@ -147,7 +154,7 @@ class Evaluator:
             record["eval_examples"] = sizes
         if final or not config.fewshot.every or step % config.fewshot.every == 0:
             if config.fewshot.dataset:
-                record.update(fewshot_record(config, params, self.programs.feature_fn))
+                record.update(fewshot_record(config, params, self._mesh_features))
             if self.suite:
                 record.update(suite.run_suite(
                     features_on_mesh(self.programs.feature_fn, params, self.mesh,
