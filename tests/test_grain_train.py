@@ -179,7 +179,8 @@ def _wait_for_step(proc, workdir, step, limit=240):
 def test_fit_trains_with_fewshot_on_the_suite_and_resumes_exactly_after_sigkill(data, tmp_path):
     sets = _sets(data, "total_steps=24", "checkpoint_every=4", "input.workers=2",
                  "fewshot.suite=('shapes_fs:train:test',)", "fewshot.shots=(1, 5)",
-                 "fewshot.seeds=(0, 1)", "fewshot.l2='fixed'")
+                 "fewshot.seeds=(0, 1)", "fewshot.l2='fixed'", "fewshot.cache_gib=0.1",
+                 "eval_every=12")
     straight = _run(tmp_path / "straight", sets)
     assert straight.returncode == 0, straight.stderr[-3000:]
     result = _result(tmp_path / "straight")

@@ -45,6 +45,7 @@ LATER_KEYS = {
     "fewshot.suite": [],
     "fewshot.l2": "loso",
     "fewshot.every": 0,
+    "fewshot.cache_gib": 0.0,
 }
 
 

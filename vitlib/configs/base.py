@@ -77,10 +77,12 @@ def get_config() -> ml_collections.ConfigDict:
     # (ImageNet, CIFAR-100, Pets, Birds); images resized and centre-cropped to image_size.
     # ``l2``: "loso" (chosen per draw by leave-one-shot-out) or "fixed" (big_vision's 2^10
     # with a constant bias feature). ``every``: steps between few-shot evaluations (0 = with
-    # every evaluation); the final evaluation always runs it.
+    # every evaluation); the final evaluation always runs it. ``cache_gib``: memory (per
+    # process) for the suite's decoded images, kept between evaluations (0 = decode each time;
+    # ImageNet's train[:65000] + validation at 224 px take ~16 GiB on one host).
     c.fewshot = ml_collections.ConfigDict(dict(
         dataset="digits", shots=(10,), seeds=(0, 1, 2), eval_splits=("test",), suite=(),
-        l2="loso", every=0))
+        l2="loso", every=0, cache_gib=0.0))
 
     c.fsdp = False  # shard parameters and optimizer state over the mesh (large models)
     return c

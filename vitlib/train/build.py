@@ -66,6 +66,10 @@ def check_fewshot(fewshot_config) -> None:
     if fewshot_config.l2 not in fewshot.L2_MODES:
         raise ValueError(f"fewshot.l2: {fewshot_config.l2!r} is not allowed; choose one of "
                          f"{list(fewshot.L2_MODES)}")
+    cache = fewshot_config.cache_gib
+    if isinstance(cache, bool) or not isinstance(cache, (int, float)) or cache < 0:
+        raise ValueError(f"fewshot.cache_gib: {cache!r} is not allowed; use a number >= 0 "
+                         f"(GiB; 0 = no cache)")
     every = fewshot_config.every
     if isinstance(every, bool) or not isinstance(every, int) or every < 0:
         raise ValueError(f"fewshot.every: {every!r} is not allowed; use an integer >= 0 (0 = "

@@ -124,6 +124,8 @@ class Evaluator:
             self.subsets = {split: eval_subset(*xy, config.eval_subset)
                             for split, xy in self.eval_sets.items()}
         self.suite = suite.parse_suite(config.fewshot.suite) if config.fewshot.suite else []
+        self.suite_cache = (suite.ImageCache(int(config.fewshot.cache_gib * 2 ** 30))
+                            if config.fewshot.cache_gib else None)
 
     def _mesh_features(self, params, batch):
         """Pre-logits of a global batch: this host's rows placed on the mesh, all gathered."""
@@ -162,6 +164,7 @@ class Evaluator:
                     self.suite, config.image_size, config.data_dir or None,
                     shots=config.fewshot.shots, seeds=config.fewshot.seeds,
                     l2_mode=config.fewshot.l2, batch_size=config.eval_batch_size,
+                    cache=self.suite_cache,
                     process_index=jax.process_index(), process_count=jax.process_count()))
         return record
 
