@@ -9,6 +9,7 @@
 - ``paper_tables``: the paper's Appendix F / G tables (``paper_data/``)
 - ``accelerators``: peak bf16 FLOP/s and memory of named accelerators; budgets in device-days
   (e.g. TPUv3 core-days, H100-days) as FLOPs at an assumed MFU
+- ``compute_plan``: FLOPs, device-hours and step memory of planned runs, before anything trains
 - ``advice``: which model and how many images for a compute budget, from the paper's runs or
   your own (``python -m vitlib.analysis.advice``)
 """
