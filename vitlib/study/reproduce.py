@@ -1,6 +1,7 @@
 """Run every numbered notebook in order with papermill: ``make reproduce PROFILE=cpu``.
 
     python -m vitlib.study.reproduce [--profile cpu] [--only 01 04]
+    python -m vitlib.study.reproduce --profile full --plan [--accelerator h100 --devices 8]
 
 Executed copies go to ``<results>/notebooks/``, stamped with the commit that ran them; figures
 and tables are written by the notebooks themselves. Each notebook's time is printed beside its
@@ -8,6 +9,11 @@ budget (DESIGN.md section 4, cpu profile). The first failing notebook stops the 
 its failing cell. At the end the findings are rendered (FINDINGS.md at the repository root for
 the cpu profile, ``<results>/FINDINGS.md`` for others) and summarised. Training runs are cached
 under ``runs/<profile>/``, so an interrupted run picks up where it stopped.
+
+``--plan`` trains nothing: for the ``full`` profile it prints each notebook's runs
+(``vitlib.study.full_profile``) with their training FLOPs, device- and wall-hours on the named
+accelerator at the stated utilisation, the per-device memory of each distinct compiled step
+(``--no-memory`` skips the planner) and the totals.
 """
 from __future__ import annotations
 
@@ -78,6 +84,44 @@ def failing_cell(err: Exception, notebook: Path) -> str:
     return f"cell {number} (In [{getattr(err, 'exec_count', '?')}]): {first_line!r}"
 
 
+def print_plan(args) -> int:
+    """The ``--plan`` output: each notebook's plan, then the whole profile's totals."""
+    from vitlib.analysis.compute_plan import plan
+    from vitlib.study import full_profile
+
+    if args.profile != "full":
+        print(f"--plan: the {args.profile} profile's runs are defined inside its notebooks; "
+              f"their measured times from an empty run cache are in the README. Plans exist "
+              f"for the full profile: --profile full --plan", file=sys.stderr)
+        return 2
+    notebooks = sorted(full_profile.NOTEBOOKS)
+    if args.only:
+        unknown = sorted(set(args.only) - set(notebooks) - {"01"})
+        if unknown:
+            print(f"error: --only: no full-profile plan for {unknown}; allowed: "
+                  f"{['01', *notebooks]}", file=sys.stderr)
+            return 2
+        notebooks = [n for n in notebooks if n in args.only]
+    everything = []
+    try:
+        for notebook in notebooks:
+            runs = full_profile.runs_of(notebook)
+            everything += runs
+            wired = ("" if full_profile.WIRED[notebook] else
+                     " (design: the notebook's full profile does not run these yet)")
+            print(f"== notebook {notebook}{wired}", flush=True)
+            print(plan(runs, args.accelerator, args.devices, args.mfu,
+                       memory=not args.no_memory).table(), flush=True)
+        if len(notebooks) > 1:
+            print("== the whole full profile", flush=True)
+            print(plan(everything, args.accelerator, args.devices, args.mfu,
+                       memory=False).table())
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vitlib.study.reproduce", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -85,7 +129,19 @@ def main(argv=None) -> int:
                         choices=PROFILES)
     parser.add_argument("--only", nargs="*", default=None, metavar="NN",
                         help="run only notebooks whose number is listed (e.g. 01 04)")
+    plan_args = parser.add_argument_group("--plan: the cost of a profile, before it trains")
+    plan_args.add_argument("--plan", action="store_true", help="print the plan; train nothing")
+    plan_args.add_argument("--accelerator", default="h100",
+                           help="a name of vitlib.analysis.accelerators (h100, a100, tpuv4, "
+                                "tpuv5e, ...)")
+    plan_args.add_argument("--devices", type=int, default=8, help="devices of the host")
+    plan_args.add_argument("--mfu", type=float, default=None,
+                           help="model FLOPs utilisation (default: accelerators.DEFAULT_MFU)")
+    plan_args.add_argument("--no-memory", action="store_true",
+                           help="skip the per-device memory of the compiled steps")
     args = parser.parse_args(argv)
+    if args.plan:
+        return print_plan(args)
 
     notebooks = numbered_notebooks(repo_root() / "notebooks")
     if args.only:
