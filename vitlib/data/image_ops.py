@@ -122,8 +122,9 @@ def _check_choice(decoder: str, resizer: Optional[str]) -> str:
     resizer = resizer or ("opencv" if decoder in _OPENCV_RESIZE else "pil")
     if resizer not in RESIZERS:
         raise ValueError(f"resizer: {resizer!r} is not allowed; choose one of {list(RESIZERS)}")
-    for name in {decoder, resizer} - {"pil"}:
-        _module(name)
+    for name in dict.fromkeys((decoder, resizer)):  # the decoder's package is named first
+        if name != "pil":
+            _module(name)
     return resizer
 
 

@@ -96,9 +96,14 @@ class Prepared:
         if sum(self.skipped.values()):
             lines.append(f"  skipped {sum(self.skipped.values())} undecodable image(s) "
                          f"({self.skipped}), e.g. {', '.join(self.skipped_files)}")
-        lines.append(f"  train on it: python -m vitlib.train --config quickstart --workdir "
+        train = "train" if "train" in self.splits else next(iter(self.splits))
+        held = [s for s in self.splits if s != train]
+        evals = f"('test={held[0]}',)" if held else f"('test={train}[:2%]',)"
+        lines.append(f"  train on it: python -m vitlib.train --config base --workdir "
                      f"runs/{self.name} --set dataset={self.name} --set data_dir="
-                     f"{self.data_dir} --set input.pipeline=grain --set image_size=224")
+                     f"{self.data_dir} --set input.pipeline=grain --set image_size=224 "
+                     f"--set model.variant=S/16 --set train_split={train} "
+                     f"--set \"eval_splits={evals}\" --set fewshot.dataset=''")
         return "\n".join(lines)
 
 
