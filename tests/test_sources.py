@@ -256,3 +256,28 @@ def test_mock_data_of_a_stock_dataset_reads_through_open_source(pil_image_encode
                 assert Image.open(io.BytesIO(record["image"])).format == "PNG"
             clone = pickle.loads(pickle.dumps(source))  # reopens lazily (here: mocked too)
             assert clone[4]["image"] == source[4]["image"]
+
+
+THREADS_READ = """
+import concurrent.futures, pickle, sys
+source = pickle.loads(open(sys.argv[1], "rb").read())  # TFDS not imported yet, as in a worker
+with concurrent.futures.ThreadPoolExecutor(8) as pool:  # every thread opens the source at once
+    records = list(pool.map(source.__getitem__, range(16)))
+sys.stdout.buffer.write(pickle.dumps([(r["image"], r["label"]) for r in records]))
+"""
+
+
+def test_threads_of_a_fresh_process_open_a_source_once_without_deadlock(data, tmp_path):
+    """A grain worker's decoding threads may first touch the source together: one of them
+    imports TFDS and opens it, and every thread reads the right records."""
+    import subprocess
+    import sys
+
+    folder, data_dir, name = data
+    source = sources.open_source(name, "train", data_dir)
+    (tmp_path / "source.pkl").write_bytes(pickle.dumps(source))
+    out = subprocess.run([sys.executable, "-c", THREADS_READ, str(tmp_path / "source.pkl")],
+                         capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    assert pickle.loads(out.stdout) == [(source[i]["image"], source[i]["label"])
+                                        for i in range(16)]

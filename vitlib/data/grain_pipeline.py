@@ -89,6 +89,18 @@ def label_array(labels: list, num_classes: int, multi_label: bool) -> np.ndarray
     return out
 
 
+def _tiny_jpeg() -> bytes:
+    import io
+
+    from PIL import Image
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(out, "JPEG")
+    return out.getvalue()
+
+
+_WARM_JPEG = _tiny_jpeg()
+
+
 class BadImageError(image_ops.BadImage):
     """An image that cannot be decoded, under ``input.bad_images='fail'``."""
 
@@ -131,6 +143,10 @@ class BatchOfStep:
         if self.threads <= 1:
             return list(map(fn, items))
         if self._pool is None:
+            # The first use in a process (a fresh grain worker) opens the source and imports
+            # the decoder here, in one thread: threads importing TFDS at once can deadlock.
+            self.source[0]
+            image_ops.decode_resize(_WARM_JPEG, 8, decoder=self.preprocess.decoder)
             self._pool = concurrent.futures.ThreadPoolExecutor(self.threads)
         return list(self._pool.map(fn, items))
 

@@ -27,6 +27,7 @@ source lazily in each process, so grain can send it to worker processes.
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -137,6 +138,7 @@ class ImageSource:
         self.num_classes, self.class_names = num_classes, class_names
         self.multi_label, self._length = multi_label, length
         self._source = None
+        self._opening = threading.Lock()
 
     def _builder(self):
         import tensorflow_datasets as tfds
@@ -147,17 +149,27 @@ class ImageSource:
 
     @property
     def source(self):
-        """The TFDS data source (opened on first use in each process)."""
+        """The TFDS data source (opened on first use in each process, by one thread: decoding
+        threads of a fresh grain worker would otherwise import TFDS at once and deadlock in
+        its lazy imports)."""
         if self._source is None:
-            builder = self._builder()
-            self._source = builder.as_data_source(
-                split=self.split, decoders=_skip_decoders(builder.info.features, self.label_key))
+            with self._opening:
+                if self._source is None:
+                    builder = self._builder()
+                    self._source = builder.as_data_source(
+                        split=self.split,
+                        decoders=_skip_decoders(builder.info.features, self.label_key))
         return self._source
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_source"] = None
+        del state["_opening"]
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._opening = threading.Lock()
 
     def __len__(self) -> int:
         return self._length
