@@ -19,6 +19,17 @@ from vitlib.data import grain_pipeline, image_ops, sources
 SIZE = 32
 
 
+@pytest.fixture(autouse=True)
+def no_hang():
+    """A pipeline that stops producing fails its test with the stacks, instead of hanging the
+    whole test run (grain's workers wait forever on a dead peer)."""
+    import faulthandler
+
+    faulthandler.dump_traceback_later(300, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """Two prepared JPEG datasets in one data dir: 'shapes_up' (upstream, 4 classes, a corrupt
