@@ -2,6 +2,7 @@
 read back untouched, a damaged checkpoint falls back to the previous one, Ctrl-C stops at a
 step with a checkpoint, and the records are valid JSON that cover the whole run."""
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -196,3 +197,31 @@ def test_cli_output_piped_into_head_and_options_that_need_another(tmp_path):
                              "--optimizer", "adam", "--fsdp"], capture_output=True, text=True,
                             timeout=120)
     assert memory.returncode == 2 and "--fsdp: only used with --compiled" in memory.stderr
+
+
+def test_a_run_stopped_after_a_branch_point_resumes_from_it_and_saves_it_again(straight, tmp_path,
+                                                                               capsys):
+    result, _ = straight
+    cfg = config("checkpoint_steps=(10,)", "checkpoint_every=0")
+    workdir = tmp_path / "run"
+    fit(cfg, workdir, progress=False)
+    # As if killed after the branch point at 10 was saved, before any checkpoint of its own.
+    (workdir / "result.json").unlink()
+    for step in (workdir / "checkpoints").iterdir():
+        shutil.rmtree(step)
+    capsys.readouterr()
+    resumed = fit(cfg, workdir, progress=False)
+    assert "resumed from step 10 (a branch point)" in capsys.readouterr().out
+    assert resumed["steps_this_run"] == 10
+    assert resumed["params_sha256"] == result["params_sha256"]
+
+    # A branch point that cannot be read: the run trains from the start and saves it again.
+    (workdir / "result.json").unlink()
+    for step in (workdir / "checkpoints").iterdir():
+        shutil.rmtree(step)
+    for f in _data_files(workdir / "branch_points" / "10"):
+        f.write_bytes(b"")
+    again = fit(cfg, workdir, progress=False)
+    assert again["steps_this_run"] == 20
+    assert again["params_sha256"] == result["params_sha256"]
+    assert sorted(p.name for p in (workdir / "branch_points").iterdir()) == ["10"]

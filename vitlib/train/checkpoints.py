@@ -31,6 +31,10 @@ class Checkpointer:
         return sorted(self._manager.all_steps())
 
     def save(self, step: int, state, data_state: Optional[dict] = None) -> None:
+        """Saves ``step``, replacing a checkpoint already there (a resumed run passing a step
+        it saved before it stopped: the state is this run's, step for step the same)."""
+        if step in self._manager.all_steps():
+            self._manager.delete(step)
         self._manager.save(step, args=ocp.args.Composite(**{
             STATE: ocp.args.StandardSave(state),
             DATA: ocp.args.JsonSave(data_state or {})}), force=True)

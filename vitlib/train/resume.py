@@ -21,6 +21,17 @@ def starting_state(run: Run, init_params: Optional[Callable] = None,
     for ``init_params`` and ``start_from``. A checkpoint of the run itself always wins; a branch
     or a fresh run starts its input at its first step."""
     saved = run.checkpointer.all_steps()
+    points = run.branch_points.all_steps() if run.branch_points is not None else []
+    later = [p for p in points if p > max(saved, default=0)]
+    if later:  # stopped after a branch point and before its next checkpoint: the state is there
+        try:
+            state, start = restore_latest_intact(run.branch_points, later, run.abstract_state,
+                                                 run.workdir / "branch_points")
+        except CheckpointError:
+            pass  # none readable: the run trains past them again and saves them anew
+        else:
+            print(f"resumed from step {start} (a branch point) in {run.workdir}", flush=True)
+            return state, start, run.branch_points.restore_data_state(start)
     if saved:
         state, start = restore_latest_intact(run.checkpointer, saved, run.abstract_state,
                                              run.workdir / "checkpoints")
