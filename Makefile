@@ -6,10 +6,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: help install data test reproduce quickstart bench zoo lock clean clean-runs
+.PHONY: help install data test test-full reproduce quickstart bench zoo lock clean clean-runs
 
 help:
 	@echo "make test                  pytest + nbval over notebooks (smoke profile)"
+	@echo "make test-full             the full profile's notebooks on CPU, every size shrunk (slow)"
 	@echo "make reproduce PROFILE=cpu run every notebook with papermill into results/"
 	@echo "make quickstart            train the quickstart ViT on Fashion-MNIST (runs/quickstart)"
 	@echo "make bench                 input pipeline vs tf.data / PyTorch; train throughput; sweep overhead"
@@ -51,6 +52,11 @@ TEST_WORKERS ?= 2
 test: $(STAMP) data
 	VITLIB_PROFILE=smoke $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests \
 		notebooks --nbval-lax --nbval-current-env -q --durations=15
+
+# The full profile's code path (real-data pipeline, paper recipe) on generated JPEG data; slow.
+test-full: $(STAMP)
+	VITLIB_FULL_NOTEBOOKS=1 $(BIN)/python -m pytest tests/test_full_notebooks.py -q \
+		--durations=5
 
 reproduce: $(STAMP) data
 	$(BIN)/python -m vitlib.study.reproduce --profile $(PROFILE)

@@ -5,11 +5,16 @@ import subprocess
 import sys
 
 import pytest
+from jpeg_datasets import make_image_folder, prepare_folder_dataset
 
 from vitlib.analysis.compute_plan import plan
+from vitlib.configs import load_config, set_fields
 from vitlib.models.counting import count_flops
-from vitlib.study import full_profile
+from vitlib.study import full_profile, reproduce
+from vitlib.study.findings import Findings, render
+from vitlib.study.full_setup import full_setup
 from vitlib.study.reproduce import main
+from vitlib.study.results import repo_root
 
 
 def test_every_notebook_plans_valid_runs_and_01_trains_nothing():
@@ -64,3 +69,88 @@ def test_plan_cli_in_a_subprocess_with_memory_of_a_small_notebook():
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "4 distinct compiled step(s)" in out.stdout and "fits" in out.stdout
+
+
+def test_a_wired_notebook_reads_its_sizes_from_the_study_that_the_plan_prices():
+    sizes = full_profile.study("03", {"lengths": [100, 200, 400], "seeds": [0]})
+    runs = full_profile.runs_of("03", {"lengths": [100, 200, 400], "seeds": [0]})
+    assert sizes["lengths"] == [100, 200, 400] and sizes["model"] == "S/16"
+    steps = {r.name.split(" ", 1)[1]: r.steps for r in runs}
+    # each length's cooldown is 10%; the main run trains to the longest's branch point
+    assert steps["rsqrt main"] == 360 and len(steps) == len(runs)
+    assert [steps[f"rsqrt cooldown@{n}"] for n in (100, 200, 400)] == [10, 20, 40]
+    assert full_profile.STUDIES["03"]["lengths"] == [20_000, 40_000, 80_000]  # not mutated
+    with pytest.raises(ValueError, match=r"full_study: \['steps'\] are not sizes of notebook 03"):
+        full_profile.study("03", {"steps": 5})
+    with pytest.raises(ValueError, match="full_study: notebook 05's full profile is not wired"):
+        full_profile.runs_of("05", {"model": "B/16"})
+
+
+def test_plan_reads_the_notebooks_parameters_and_set_overrides_them(capsys):
+    params = reproduce.notebook_parameters(repo_root() / "notebooks" / "03_schedules.ipynb")
+    assert params["accelerator"] == "h100" and params["devices"] == 8
+    assert params["full_study"] == {} and "profile" not in params  # not a literal there
+    assert main(["--profile", "full", "--plan", "--no-memory", "--only", "03",
+                 "--set", "devices=4", "--set", "full_study={'seeds': [0]}"]) == 0
+    out = capsys.readouterr().out
+    assert "on 4 x H100" in out and "S/16 linear 80k" in out
+    linear = next(line for line in out.splitlines() if line.startswith("S/16 linear 80k"))
+    assert linear.split()[-6] == "1"  # one seed
+    assert main(["--profile", "full", "--plan", "--set", "devices"]) == 2
+    assert "--set: 'devices' is not allowed" in capsys.readouterr().err
+
+
+def test_set_values_are_literals_or_strings_and_tuples_become_lists():
+    assert reproduce.parse_sets(["a=1", "b=/data/tfds", "c=('x', (1, 2))", "d={'k': (3,)}"]) == {
+        "a": 1, "b": "/data/tfds", "c": ["x", [1, 2]], "d": {"k": [3]}}
+    with pytest.raises(ValueError, match="--set: profile is set by --profile"):
+        reproduce.parse_sets(["profile=cpu"])
+    with pytest.raises(ValueError, match="--set: '1x=2' is not allowed"):
+        reproduce.parse_sets(["1x=2"])
+
+
+@pytest.fixture(scope="module")
+def imagenets(tmp_path_factory):
+    """A data dir holding a tiny 'imagenet2012' (train, validation) and one without it."""
+    root = tmp_path_factory.mktemp("imagenets")
+    folder = make_image_folder(root / "images", classes=2, per_class=3,
+                               splits=("train", "validation"), sizes=(16, 24))
+    prepare_folder_dataset(folder, root / "with", "imagenet2012")
+    (root / "empty").mkdir()
+    return root
+
+
+def test_full_setup_finds_the_upstream_and_gives_the_papers_recipe(imagenets):
+    setup = full_setup("auto", str(imagenets / "with"))
+    assert setup.upstream == "imagenet2012"  # no imagenet21k there
+    o = setup.overrides()
+    assert (o["dataset"], o["train_split"], o["eval_splits"]) == (
+        "imagenet2012", "train[:99%]", ("test=validation", "minival=train[99%:]"))
+    assert (o["input.pipeline"], o["input.crop"], o["input.min_area"], o["image_size"]) == (
+        "grain", "inception", 0.05, 224)
+    assert (o["loss"], o["model.head_bias_init"], o["model.dtype"], o["model.pool_type"]) == (
+        "sigmoid", -6.9, "bfloat16", "map")
+    assert "paper" in o["fewshot.suite"] and setup.overrides(fewshot=False)["fewshot.suite"] == ()
+    assert setup.transfer_keys(10) == ("fewshot_imagenet2012_10shot",
+                                       "fewshot_imagenet2012_minival_10shot")
+    assert "ImageNet-1k" in setup.caveat()
+    base = load_config("paper_b16")
+    assert set_fields(base, o).input.pipeline == "grain"  # every key is a config field
+    with pytest.raises(ValueError, match="upstream: 'auto' found neither.*empty"):
+        full_setup("auto", str(imagenets / "empty"))
+    with pytest.raises(Exception, match="imagenet21k"):
+        full_setup("imagenet21k", str(imagenets / "empty"))
+    with pytest.raises(ValueError, match=r"full_data: \['colour'\] are not allowed"):
+        full_setup("imagenet2012", str(imagenets / "with"), colour=1)
+    with pytest.raises(ValueError, match="devices: 0 is not allowed"):
+        full_setup("imagenet2012", str(imagenets / "with"), devices=0)
+    with pytest.raises(ValueError, match="accelerator"):
+        full_setup("imagenet2012", str(imagenets / "with"), accelerator="tpu9")
+
+
+def test_a_claim_carries_the_notebooks_caveat_into_findings_md(tmp_path):
+    findings = Findings("09_demo", "full", caveat="upstream is ImageNet-1k")
+    findings.claim("s", paper="p", measured=1.0, tolerance=0.1, verdict="holds")
+    assert findings.claims[0]["caveat"] == "upstream is ImageNet-1k"
+    assert "*Caveat: upstream is ImageNet-1k.*" in render([{
+        "notebook": "09_demo", "profile": "full", "claims": findings.claims, "checks": []}], "x")

@@ -115,9 +115,12 @@ def pooled_std(groups) -> tuple[float, int]:
 
 
 class Findings:
-    def __init__(self, notebook: str, profile: str):
+    def __init__(self, notebook: str, profile: str, caveat: Optional[str] = None):
+        """``caveat``: what every claim of this notebook must carry (e.g. an upstream that
+        differs from the paper's: ``FullSetup.caveat()``)."""
         self.notebook = notebook
         self.profile = profile
+        self.caveat = caveat
         self.source = source_state()  # the code as the notebook starts, not as it ends
         self.checks: list[dict] = []
         self.claims: list[dict] = []
@@ -151,6 +154,8 @@ class Findings:
                              ("measured", measured), ("tolerance", tolerance)):
             if value is None or value == "":
                 raise ValueError(f"{field}: a claim needs it (got {value!r})")
+        if self.caveat:
+            evidence.setdefault("caveat", self.caveat)
         self.claims.append({"statement": statement, "paper": paper, "measured": measured,
                             "tolerance": tolerance, "noise": noise, "mde": mde,
                             "verdict": verdict, **evidence})
@@ -201,6 +206,10 @@ def _power(claim: dict) -> str:
     if claim.get("reason"):
         return claim["reason"]
     return "noiseless" if claim.get("noise") is None else "powered"
+
+
+def _caveat(claim: dict) -> str:
+    return f" *Caveat: {_cell(claim['caveat'])}.*" if claim.get("caveat") else ""
 
 
 def load_findings(folder: Path) -> list[dict]:
@@ -254,7 +263,7 @@ def render(records: list[dict], where: str) -> str:
             lines += ["| claim | paper says | measured here | noise (se) | detectable "
                       "(k x se) | tolerance (fixed beforehand) | verdict |",
                       "|---|---|---|---|---|---|---|"]
-            lines += [f"| {_cell(c['statement'])} | {_cell(c['paper'])} | "
+            lines += [f"| {_cell(c['statement'])}{_caveat(c)} | {_cell(c['paper'])} | "
                       f"{_cell(c['measured'])} | {_noise(c.get('noise'))} | "
                       f"{_noise(c.get('mde'))} | {_cell(c['tolerance'])} | **{c['verdict']}** "
                       f"({_cell(_power(c))}) |"

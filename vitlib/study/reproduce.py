@@ -1,6 +1,6 @@
 """Run every numbered notebook in order with papermill: ``make reproduce PROFILE=cpu``.
 
-    python -m vitlib.study.reproduce [--profile cpu] [--only 01 04]
+    python -m vitlib.study.reproduce [--profile cpu] [--only 01 04] [--set name=value ...]
     python -m vitlib.study.reproduce --profile full --plan [--accelerator h100 --devices 8]
 
 Executed copies go to ``<results>/notebooks/``, stamped with the commit that ran them; figures
@@ -10,18 +10,25 @@ its failing cell. At the end the findings are rendered (FINDINGS.md at the repos
 the cpu profile, ``<results>/FINDINGS.md`` for others) and summarised. Training runs are cached
 under ``runs/<profile>/``, so an interrupted run picks up where it stopped.
 
+``--set name=value`` sets a parameter of every notebook run (a Python literal, else a string),
+as papermill does: ``--set data_dir=/data/tfds --set upstream=imagenet2012``.
+
 ``--plan`` trains nothing: for the ``full`` profile it prints each notebook's runs
 (``vitlib.study.full_profile``) with their training FLOPs, device- and wall-hours on the named
 accelerator at the stated utilisation, the per-device memory of each distinct compiled step
-(``--no-memory`` skips the planner) and the totals.
+(``--no-memory`` skips the planner) and the totals. The accelerator, device count and
+``full_study`` come from each notebook's parameters cell, unless ``--accelerator``,
+``--devices`` or ``--set`` give them.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 from vitlib.files import write_bytes_atomic
 from vitlib.study.findings import summary_line, write_findings_md
@@ -38,13 +45,60 @@ def numbered_notebooks(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
 
 
-def run_notebook(notebook: Path, output: Path, profile: str) -> None:
+def parse_sets(items) -> dict:
+    """``["name=value", ...]`` as notebook parameters: each value a Python literal, else the
+    string itself; an item without ``=`` or a name that is not an identifier is an error."""
+    parameters = {}
+    for item in items or ():
+        name, eq, text = item.partition("=")
+        if not eq or not name.strip().isidentifier():
+            raise ValueError(f"--set: {item!r} is not allowed; use name=value with a parameter "
+                             f"name of the notebooks (e.g. data_dir=/data/tfds)")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        parameters[name.strip()] = _lists(value)
+    if "profile" in parameters:
+        raise ValueError("--set: profile is set by --profile")
+    return parameters
+
+
+def _lists(value):
+    """Tuples as lists, at any depth: papermill writes a tuple parameter as its string."""
+    if isinstance(value, (list, tuple)):
+        return [_lists(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    return value
+
+
+def notebook_parameters(notebook: Path) -> dict:
+    """The literal assignments of ``notebook``'s parameters cell (name -> value)."""
+    import nbformat
+
+    cells = nbformat.read(notebook, as_version=4).cells
+    cell = next((c for c in cells if "parameters" in c.metadata.get("tags", [])), None)
+    values = {}
+    for node in ast.parse(cell.source if cell else "").body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 \
+                and isinstance(node.targets[0], ast.Name):
+            try:
+                values[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                continue  # not a literal (e.g. the profile read from the environment)
+    return values
+
+
+def run_notebook(notebook: Path, output: Path, profile: str,
+                 parameters: Optional[dict] = None) -> None:
     import papermill
 
     output.parent.mkdir(parents=True, exist_ok=True)
     os.environ["VITLIB_PROFILE"] = profile  # the kernel inherits it; cells see one profile
     source = source_state()
-    papermill.execute_notebook(str(notebook), str(output), parameters={"profile": profile},
+    papermill.execute_notebook(str(notebook), str(output),
+                               parameters={**(parameters or {}), "profile": profile},
                                kernel_name="python3", cwd=str(notebook.parent),
                                progress_bar=True)
     stamp_source(output, source)
@@ -102,24 +156,44 @@ def print_plan(args) -> int:
                   f"{['01', *notebooks]}", file=sys.stderr)
             return 2
         notebooks = [n for n in notebooks if n in args.only]
-    everything = []
+    everything, hosts = [], set()
     try:
+        sets = parse_sets(args.set)
         for notebook in notebooks:
-            runs = full_profile.runs_of(notebook)
+            accelerator, devices, runs = _notebook_plan(notebook, args, sets)
+            hosts.add((accelerator, devices))
             everything += runs
             wired = ("" if full_profile.WIRED[notebook] else
                      " (design: the notebook's full profile does not run these yet)")
             print(f"== notebook {notebook}{wired}", flush=True)
-            print(plan(runs, args.accelerator, args.devices, args.mfu,
+            print(plan(runs, accelerator, devices, args.mfu,
                        memory=not args.no_memory).table(), flush=True)
         if len(notebooks) > 1:
-            print("== the whole full profile", flush=True)
-            print(plan(everything, args.accelerator, args.devices, args.mfu,
-                       memory=False).table())
+            accelerator, devices = sorted(hosts)[0]
+            mixed = (f" (notebooks name {len(hosts)} hosts; priced on the first)"
+                     if len(hosts) > 1 else "")
+            print(f"== the whole full profile{mixed}", flush=True)
+            print(plan(everything, accelerator, devices, args.mfu, memory=False).table())
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _notebook_plan(notebook: str, args, sets: dict) -> tuple:
+    """(accelerator, devices, runs) of ``notebook``'s full profile: its parameters cell, then
+    ``--set``, then ``--accelerator`` / ``--devices``."""
+    from vitlib.study import full_profile
+
+    found = [p for p in numbered_notebooks(repo_root() / "notebooks") if p.name[:2] == notebook]
+    params = {**(notebook_parameters(found[0]) if found else {}), **sets}
+    accelerator = args.accelerator or params.get("accelerator", "h100")
+    devices = args.devices or params.get("devices", 8)
+    if full_profile.WIRED[notebook]:
+        runs = full_profile.runs_of(notebook, params.get("full_study") or None)
+    else:
+        runs = full_profile.runs_of(notebook)
+    return accelerator, devices, runs
 
 
 def main(argv=None) -> int:
@@ -131,10 +205,14 @@ def main(argv=None) -> int:
                         help="run only notebooks whose number is listed (e.g. 01 04)")
     plan_args = parser.add_argument_group("--plan: the cost of a profile, before it trains")
     plan_args.add_argument("--plan", action="store_true", help="print the plan; train nothing")
-    plan_args.add_argument("--accelerator", default="h100",
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a notebook parameter for every notebook (repeatable; a Python "
+                             "literal, else a string)")
+    plan_args.add_argument("--accelerator", default=None,
                            help="a name of vitlib.analysis.accelerators (h100, a100, tpuv4, "
-                                "tpuv5e, ...)")
-    plan_args.add_argument("--devices", type=int, default=8, help="devices of the host")
+                                "tpuv5e, ...); default: each notebook's parameter")
+    plan_args.add_argument("--devices", type=int, default=None,
+                           help="devices of the host; default: each notebook's parameter")
     plan_args.add_argument("--mfu", type=float, default=None,
                            help="model FLOPs utilisation (default: accelerators.DEFAULT_MFU)")
     plan_args.add_argument("--no-memory", action="store_true",
@@ -152,6 +230,11 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
         notebooks = [p for p in notebooks if p.name[:2] in args.only]
+    try:
+        parameters = parse_sets(args.set)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.profile == "cpu":  # the one way to (re)write the committed results/
         os.environ[COMMITTED_ENV] = "1"
     out_dir = results_dir(args.profile) / "notebooks"
@@ -160,7 +243,7 @@ def main(argv=None) -> int:
         print(f"[{i}/{len(notebooks)}] {notebook.name} (profile {args.profile})", flush=True)
         start = time.time()
         try:
-            run_notebook(notebook, out_dir / notebook.name, args.profile)
+            run_notebook(notebook, out_dir / notebook.name, args.profile, parameters)
         except KeyboardInterrupt:
             print(f"\ninterrupted in notebooks/{notebook.name}; run the same command again: "
                   f"finished training runs are read back from runs/{args.profile}/",

@@ -76,8 +76,11 @@ def findings_output(results: Path) -> Path:
 
 
 def runs_dir(profile: Optional[str] = None) -> Path:
-    """Where notebooks keep their cached training runs (checkpoints; not committed)."""
-    return repo_root() / "runs" / resolve_profile(profile)
+    """Where notebooks keep their cached training runs (checkpoints; not committed):
+    ``runs/<profile>/``, or ``$VITLIB_RUNS_DIR/<profile>/`` (a test's runs never mix with
+    real ones)."""
+    root = os.environ.get("VITLIB_RUNS_DIR")
+    return (Path(root) if root else repo_root() / "runs") / resolve_profile(profile)
 
 
 def save_figure(fig, path: Path, dpi: int = 150) -> Path:
