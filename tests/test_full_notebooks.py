@@ -10,6 +10,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from jpeg_datasets import make_image_folder, prepare_folder_dataset
 
@@ -23,8 +24,13 @@ SPLITS = ("train", "minival", "test")
 SUITE = ("shapes_fs:train:test", "shapes_fs_minival=shapes_fs:train:minival")
 FULL_DATA = {"train_split": "train", "minival_split": "minival", "test_split": "test",
              "head_bias_init": -2.0, "suite": SUITE, "transfer": "shapes_fs", "image_size": 32,
-             "workers": 0, "shots": (1, 5), "checkpoint_every": 4}
+             "workers": 0, "shots": (1, 5, 10), "checkpoint_every": 4}
 TINY = {  # every size of each notebook's full profile, shrunk for a CPU
+    "02": dict(lr=4e-3,
+               grid=dict(model="Atto/8", batch=16, steps=12, decays=[0.03, 3.0], seeds=[1],
+                         draws=(0, 1)),
+               axis=dict(model="Atto/8", batch=16, steps=12, body=1.0, heads=[0.1, 1.0, 10.0],
+                         seeds=[0, 1], pools=("map", "tok"))),
     "03": dict(model="Atto/8", batch=16, lengths=[8, 16, 32], warmup=2,
                lrs=[1e-3, 2e-3, 4e-3], timescales=[4, 8, 16], timescale_factor=2, seeds=[0, 1],
                eval_every=8, eval_subset=32),
@@ -36,15 +42,42 @@ TINY = {  # every size of each notebook's full profile, shrunk for a CPU
                              lr_grids={"adam": ([1e-3, 2e-3, 4e-3], 2),
                                        "adafactor_bv": ([1e-3, 2e-3, 4e-3], 2),
                                        "adafactor": ([1e-2, 3e-2, 1e-1], 3)})),
+    # Enough learning in a few steps for the frontier to hold the 4+ points a law needs.
+    "05": dict(models=["Atto/8", "Femto/8", "Pico/8"], data_fractions=[0.3, 0.6, 1.0],
+               lengths=[10, 20, 40], batch=16, lr_max_extensions=0, larger_model="Femto/8",
+               saturation_seeds=[1, 2], larger_seeds=[1, 2], efficiency_seeds=[1, 2],
+               optimizer="adafactor_bv", weight_decay=[("^head/", 3.0), (".*", 0.03)],
+               shared_lr=4e-3, lr_grid=[2e-3, 4e-3, 8e-3], cooldown_fraction=0.2),
+    "06": dict(grid=dict(depths=[2], widths=[64], paper=[], temporaries=("Ti/16", 64),
+                         image_size=64, remat=[True]),
+               host_batch=4,
+               train=dict(batch=16, steps=10, lr=2e-3, seeds=[0, 1], resolution_model="Atto",
+                          pairs=[(32, 8), (48, 12)], centre=dict(width=32, depth=2, mlp_dim=128),
+                          shapes=["centre", "depth x2", "all x1.25"], shape_patch=8,
+                          ladder=[10, 20], shape_seeds=[0, 1])),
 }
+
+
+def mislabel(folder: Path, fraction: float, seed: int) -> None:
+    """Move ``fraction`` of each split's images to another class's folder: label noise, so no
+    model reaches zero error (a scaling law is fitted to errors in (0, 1))."""
+    rng = np.random.default_rng(seed)
+    for split in sorted(p for p in folder.iterdir() if p.is_dir()):
+        classes = sorted(p for p in split.iterdir() if p.is_dir())
+        for c, cls in enumerate(classes):
+            for image in sorted(cls.glob("*.jpg")):
+                if rng.random() < fraction:
+                    other = classes[(c + rng.integers(1, len(classes))) % len(classes)]
+                    image.rename(other / f"moved_{c}_{image.name}")
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("full_data")
     for name, classes, seed in (("shapes_up", 6, 0), ("shapes_fs", 5, 1)):
-        folder = make_image_folder(root / name, classes=classes, per_class=12, splits=SPLITS,
+        folder = make_image_folder(root / name, classes=classes, per_class=16, splits=SPLITS,
                                    sizes=(24, 56), seed=seed)
+        mislabel(folder, 0.3, seed)
         prepare_folder_dataset(folder, root / "tfds", name)
     return root / "tfds"
 
@@ -71,7 +104,7 @@ def test_a_full_notebook_runs_end_to_end_on_jpeg_data_with_every_size_shrunk(
                                                                           32)
         assert (c["loss"], c["model"]["dtype"], c["model"]["pool_type"]) == (
             "sigmoid", "bfloat16", "map")
-        assert c["eval_splits"] == ["test=test", "minival=minival"]
+        assert c["eval_splits"] and set(c["eval_splits"]) <= {"test=test", "minival=minival"}
     # The plan prices the runs the notebook trained: the same lengths, at least as many steps
     # (a grid extended past an edge trains more than the plan's starting grid).
     planned = full_profile.runs_of(notebook, TINY[notebook])

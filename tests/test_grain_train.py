@@ -295,3 +295,36 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(data, tmp_p
     step = steps.pop()
     assert [p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()] == \
         [str(step)]
+
+
+def test_train_examples_trains_on_the_nested_subset_the_memory_pipeline_would_take(data):
+    """The subset is batches.nested_subset's: a permutation fixed by the split size alone, so a
+    smaller data size is inside a larger one, whatever the run's seed."""
+    from vitlib.data.batches import nested_subset
+
+    source = sources.open_source("shapes_up", "train", str(data))
+    n = len(source)
+    small, large = (sources.nested_subset_source(source, k) for k in (20, 60))
+    positions = np.arange(n)
+    expected_small, _ = nested_subset(positions, positions, 20)
+    expected_large, _ = nested_subset(positions, positions, 60)
+    assert len(small) == 20 and len(large) == 60 and small.num_classes == source.num_classes
+    assert [small[i]["image"] for i in range(20)] == [source[int(j)]["image"]
+                                                       for j in expected_small]
+    assert set(small.indices) < set(large.indices)
+    assert set(large.indices) == set(expected_large.tolist())
+    assert sources.nested_subset_source(source, 0) is source
+    with pytest.raises(ValueError, match=f"train_examples: {n + 1} is not allowed"):
+        sources.nested_subset_source(source, n + 1)
+    # Batches draw only from the subset, and the subset pickles into grain's workers.
+    make = grain_pipeline.BatchOfStep(small, 16, 7, grain_pipeline.Preprocess(SIZE), slice(None))
+    stream = grain_pipeline.TrainStream(make, 0, 2, workers=1)
+    batches = [b for _, b, _ in stream]
+    stream.close()
+    from vitlib.data.batches import batch_indices
+
+    for step, batch in enumerate(batches):
+        records = small.indices[batch_indices(step, 16, 20, 7)]
+        expected = [source[int(r)]["label"] for r in records]
+        assert sum(a == b for a, b in zip(batch["label"].tolist(), expected)) >= 15  # 1 corrupt
+    np.testing.assert_array_equal(batches[1]["image"], make(1)["image"])

@@ -112,7 +112,6 @@ def test_a_checkpoint_without_the_data_iterator_item_restores(tmp_path):
     ("fewshot.every=-5", "fewshot.every: -5 is not allowed"),
     ("fewshot.cache_gib=-1.0", "fewshot.cache_gib: -1.0 is not allowed"),
     ("fewshot.suite=('a:b',)", "fewshot.suite: entry 'a:b'"),
-    ("train_examples=100", "train_examples: 100 is not allowed with input.pipeline 'grain'"),
     ("augment.flip=True", "with 'grain' use input.crop and input.flip"),
 ])
 def test_the_new_fields_are_checked_up_front_naming_field_and_value(override, message):

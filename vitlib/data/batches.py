@@ -31,14 +31,18 @@ SUBSET_SEED = 0  # the fixed order that nested training subsets are cut from
 def nested_subset(images: np.ndarray, labels: np.ndarray, size: int):
     """The first ``size`` examples of a fixed permutation (independent of the run's seed): a
     smaller subset is always inside a larger one, as in a data-size sweep. 0 means all."""
-    n = len(images)
+    idx = subset_indices(len(images), size)
+    return (images, labels) if idx is None else (images[idx], labels[idx])
+
+
+def subset_indices(n: int, size: int):
+    """Sorted indices of the nested subset of ``size`` of ``n`` examples (None: all of them)."""
     if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= n:
         raise ValueError(f"train_examples: {size!r} is not allowed; use 0 (all) or an integer "
                          f"in [1, {n}]")
     if size in (0, n):
-        return images, labels
-    idx = np.sort(np.random.default_rng([SUBSET_SEED, n]).permutation(n)[:size])
-    return images[idx], labels[idx]
+        return None
+    return np.sort(np.random.default_rng([SUBSET_SEED, n]).permutation(n)[:size])
 
 
 def batch_indices(step: int, batch_size: int, n: int, seed: int) -> np.ndarray:

@@ -297,3 +297,34 @@ def open_source(name: str, split: str, data_dir: Optional[str] = None, *,
         length=len(source))
     opened._source = source
     return opened
+
+
+class SubsetSource:
+    """The records ``indices`` of ``source``, as a source of its own (a nested training subset:
+    ``batches.subset_indices``); everything else (classes, labels, name) is the source's."""
+
+    def __init__(self, source, indices):
+        self.base, self.indices = source, np.asarray(indices, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getattr__(self, name):
+        if name in ("base", "indices"):  # not set yet (unpickling)
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def __getitem__(self, index) -> dict:
+        return self.base[int(self.indices[index])]
+
+    def __repr__(self) -> str:
+        return f"SubsetSource({len(self)} of {self.base!r})"
+
+
+def nested_subset_source(source, size: int):
+    """``source`` itself (``size`` 0 or all) or its nested subset of ``size`` records."""
+    from vitlib.data.batches import subset_indices
+
+    indices = subset_indices(len(source), size)
+    return source if indices is None else SubsetSource(source, indices)
+

@@ -1,25 +1,28 @@
-"""The ``full`` profile's design: each notebook's experiment at the paper's protocol, scaled to
-one accelerator host (8 GPUs or a TPU v4-8 / v5e-8) for about a week in all, as run specs that
-``--plan`` prices before anything trains (``python -m vitlib.study.reproduce --profile full
---plan``).
+"""The ``full`` profile's sizes: each notebook's experiment at the paper's protocol, scaled to
+one accelerator host (8 GPUs or a TPU v4-8 / v5e-8; about five days on 8 x H100 at MFU 0.4),
+and the run specs that ``--plan`` prices before anything trains (``python -m
+vitlib.study.reproduce --profile full --plan``).
 
-Upstream is ImageNet-21k at 224 px (ImageNet-1k where 21k is absent), batch 4096, bf16 compute,
-MAP head, few-shot on the paper's suite (``eval_overhead`` prices its evaluations). The design
-is what the notebooks' ``full`` profiles are to run; until a notebook reads its runs from here,
-the plan says so (``WIRED``).
+``STUDIES[nb]`` is what notebook ``nb``'s parameters cell reads in the full profile
+(``study(nb, full_study)``), and ``runs_of(nb)`` the runs that notebook trains with those sizes
+(a grid extended past an edge trains a few more), so the plan and the notebook cannot drift
+apart. The data, recipe and few-shot suite of every run: ``vitlib.study.full_setup``
+(ImageNet-21k at 224 px, or ImageNet-1k; batch 4096, bf16, MAP head, sigmoid loss).
 
-- 02: B/32, a 4 x 4 grid of (head, body) decoupled decay in the paper's integrated range,
-  30k steps; the chosen body decay's row repeated over 3 seeds; the class token, GAP and MAP at
-  two head decays.
-- 03: S/16 at 20k / 40k / 80k steps: warmup + rsqrt and warmup + constant, each one 80k run with
-  10% cooldowns branched at each length, against linear and cosine trained per length; 3 seeds.
+- 02: B/32, Adam, a 5 x 5 (head, body) decay grid at 30k steps, the two compared cells over 2
+  more seeds, and the head axis (MAP and class token) in the paper's integrated range, 3 seeds.
+- 03: S/16 at 20k / 40k / 80k steps: lr (and rsqrt's timescale) tuned on minival, then warmup +
+  rsqrt and warmup + constant, each one run with 10% cooldowns branched at each length,
+  against linear and cosine trained per length; 3 seeds.
 - 04: B/16 under adam, adam_hp, adafactor_bv and stock adafactor, 20k steps (past Adafactor's
-  0.999 cap at ~5.6k), 3 seeds; the memory planner for every Table 2 variant (no training).
-- 05: Ti/16, S/16, B/16, L/16 x 3 nested data sizes, one rsqrt run of 60k steps each with 10%
-  cooldowns branched at 15k / 30k / 60k.
-- 06: the fit map (no training); resolution and patch together at 49 tokens (B/32@224,
-  B/48@336, B/64@448) over 3 seeds, 30k steps, and five shapes around S/16 over 2 seeds, each
-  trained for the centre's 30k-step training FLOPs.
+  0.999 cap at ~5.6k), lr per optimizer on minival, 3 seeds; the planner for the Table 2
+  variants (no training).
+- 05: Ti/16, S/16, B/16, L/16 x 3 nested data sizes, one run of each to 48k steps with 20%
+  cooldowns branched for 15k / 30k / 60k; lr per model on minival; the data and
+  sample-efficiency arms over seeds 1-3.
+- 06: the fit maps (no training); resolution and patch together at 49 tokens (B/32@224,
+  B/48@336, B/64@448) over 3 seeds, 30k steps; nine shapes around S/16, each trained for the
+  centre's 30k-step training FLOPs, the two compared over 3 seeds.
 """
 from __future__ import annotations
 
@@ -28,10 +31,10 @@ from typing import Optional
 
 from vitlib.analysis.compute_plan import RunSpec
 from vitlib.models.counting import count_flops
+from vitlib.study.shape_study import SCALE_UPS, equal_compute_steps, shape_variants
 
 BATCH = 4096
 EVAL_OVERHEAD = 0.05  # evaluations and the few-shot suite every 10k steps, ~5% of training
-WIRED: dict = {"02": False, "03": True, "04": True, "05": False, "06": False}
 
 
 def _spec(name: str, variant, steps: int, count: int = 1, **kw) -> RunSpec:
@@ -43,22 +46,34 @@ def _spec(name: str, variant, steps: int, count: int = 1, **kw) -> RunSpec:
                    **kw)
 
 
-def _cooldowns(prefix: str, variant, lengths, count: int, fraction: float = 0.1, **kw):
-    """Branches trained only for their cooldown (``fraction`` of each length)."""
-    return [_spec(f"{prefix} cooldown@{n // 1000}k", variant, int(n * fraction), count, **kw)
-            for n in lengths]
+def weight_decay(sizes: Optional[dict] = None) -> list[RunSpec]:
+    """Notebook 02's runs: the head x body grid (MAP, seed 0), the two compared cells over the
+    grid's seeds, and the head axis per pool over its seeds (extensions not priced)."""
+    s = sizes or study("02")
+    g, a = s["grid"], s["axis"]
 
+    def spec(name, part, count, pool="map"):
+        return _spec(name, part["model"], part["steps"], count, optimizer="adam",
+                     batch_size=part["batch"], pool_type=pool)
 
-def weight_decay() -> list[RunSpec]:
-    return [_spec("B/32 head x body grid", "B/32", 30_000, count=16),
-            _spec("B/32 chosen row, seeds 1-2", "B/32", 30_000, count=4 * 2),
-            *[_spec(f"B/32 {pool} head", "B/32", 30_000, count=2, pool_type=pool)
-              for pool in ("tok", "gap")]]
+    return [spec(f"{g['model']} head x body grid", g, len(g["decays"]) ** 2),
+            spec(f"{g['model']} 2 cells x {len(g['seeds'])} seeds", g, 2 * len(g["seeds"])),
+            *[spec(f"{a['model']} head axis, {pool}", a, len(a["heads"]) * len(a["seeds"]), pool)
+              for pool in a["pools"]]]
 
 
 # The sizes of each wired notebook's full profile: what its parameters cell reads (through
 # ``study``) and what its plan prices (``runs_of``), so the two cannot drift apart.
 STUDIES = {
+    # B/32 with Adam: the (head, body) decay grid at 30k steps of 4096 images (sum lr 16.3, so
+    # raw 0.03 / 3.0 integrate to ~0.5 / ~49, near the paper's 0.7-1.8 / 70-180), the best cells above and on
+    # or below the diagonal over 2 more seeds, and the head axis (MAP and class token) at an
+    # integrated body decay of 1, heads 0.1-100 integrated, 3 seeds.
+    "02": dict(lr=1e-3,
+               grid=dict(model="B/32", batch=BATCH, steps=30_000,
+                         decays=[0.003, 0.03, 0.3, 3.0, 30.0], seeds=[1, 2], draws=(0, 1, 2, 3, 4)),
+               axis=dict(model="B/32", batch=BATCH, steps=30_000, body=1.0,
+                         heads=[0.1, 1.0, 10.0, 100.0], seeds=[0, 1, 2], pools=("map", "tok"))),
     # S/16, Adam, warmup + each schedule: lr (and rsqrt's timescale) chosen on minival at the
     # middle length, then every length over 3 seeds (the cpu profile's protocol, paper sizes).
     "03": dict(model="S/16", batch=BATCH, lengths=[20_000, 40_000, 80_000], warmup=4_000,
@@ -78,6 +93,29 @@ STUDIES = {
                              lr_grids={"adam": ([2.5e-4, 5e-4, 1e-3], 2),
                                        "adafactor_bv": ([2e-4, 4e-4, 8e-4], 2),
                                        "adafactor": ([3e-3, 1e-2, 3e-2], 3)})),
+    # Ti/16 .. L/16 x three nested data sizes (fractions of the upstream's train split) x
+    # lengths 15k / 30k / 60k (one main run each, 20% cooldown branches), Adafactor with the
+    # paper's decoupled decay; lr per model on minival at the shortest length; the data and
+    # sample-efficiency claims over seeds 1-3.
+    "05": dict(models=["Ti/16", "S/16", "B/16", "L/16"], data_fractions=[0.1, 0.3, 1.0],
+               lengths=[15_000, 30_000, 60_000], batch=BATCH, lr_max_extensions=2,
+               larger_model="S/16", saturation_seeds=[1, 2, 3], larger_seeds=[1, 2],
+               efficiency_seeds=[1, 2], optimizer="adafactor_bv",
+               weight_decay=[("^head/", 3.0), (".*", 0.03)], shared_lr=8e-4,
+               lr_grid=[4e-4, 8e-4, 1.6e-3], cooldown_fraction=0.2),
+    # The fit map (planner only) as the cpu profile's, plus the same shapes on the host's
+    # accelerator at its batch per device; resolution and patch together at 49 tokens
+    # (B/32@224, B/48@336, B/64@448) over 3 seeds; shapes around S/16 (heads of 32 channels) at
+    # the centre's flattened ladder length, each trained for the centre's training FLOPs.
+    "06": dict(grid=dict(depths=[8, 16, 24, 32, 48, 64, 100],
+                         widths=[768, 1024, 1280, 1408, 1664, 2048, 2560],
+                         paper=["B/14", "L/14", "g/14", "G/14"], temporaries=("G/14", 224),
+                         image_size=224, remat=[False, True]),
+               host_batch=BATCH,
+               train=dict(batch=BATCH, steps=30_000, lr=1e-3, seeds=[0, 1, 2],
+                          resolution_model="B", pairs=[(224, 32), (336, 48), (448, 64)],
+                          centre=dict(width=384, depth=12, mlp_dim=1536), shapes="all",
+                          shape_patch=16, ladder=[7_500, 15_000, 30_000], shape_seeds=[0, 1, 2])),
 }
 
 
@@ -85,7 +123,7 @@ def study(notebook: str, overrides: Optional[dict] = None) -> dict:
     """The full profile's sizes of ``notebook``, with ``overrides`` (the parameters cell's
     ``full_study``; a CPU test shrinks every size with it) replacing some of them."""
     if notebook not in STUDIES:
-        raise ValueError(f"notebook: {notebook!r} has no wired full profile; wired: "
+        raise ValueError(f"notebook: {notebook!r} has no full profile sizes; allowed: "
                          f"{sorted(STUDIES)}")
     sizes = copy.deepcopy(STUDIES[notebook])
     if not isinstance(overrides or {}, dict):
@@ -146,30 +184,65 @@ def memory(sizes: Optional[dict] = None) -> list[RunSpec]:
     return [r for r in runs if r.count]
 
 
-def scaling() -> list[RunSpec]:
-    lengths, sizes = (15_000, 30_000, 60_000), 3
-    runs = []
-    for variant in ("Ti/16", "S/16", "B/16", "L/16"):
-        runs.append(_spec(f"{variant} main 60k", variant, max(lengths), sizes))
-        runs += _cooldowns(variant, variant, lengths, sizes)
+def scaling(sizes: Optional[dict] = None) -> list[RunSpec]:
+    """Notebook 05's runs: each model's lr grid at the shortest length on the largest data, the
+    (model x data) families of seed 0 (a main run + a cooldown branch per length), the data
+    arms (the smallest and the larger model, fewest and most data, over their seeds) and the
+    sample-efficiency runs (every model at the shortest length over its seeds)."""
+    s = sizes or study("05")
+    lengths, fraction = sorted(s["lengths"]), s["cooldown_fraction"]
+    cools = [_cooldown(n, fraction) for n in lengths]
+
+    def spec(name, model, steps, count):
+        return _spec(name, model, steps, count, optimizer=s["optimizer"], batch_size=s["batch"])
+
+    def families(name, model, count):
+        return [spec(f"{name} main", model, lengths[-1] - cools[-1], count),
+                *[spec(f"{name} cooldown@{_length(n)}", model, c, count)
+                  for n, c in zip(lengths, cools)]]
+
+    runs, data = [], len(s["data_fractions"])
+    for model in s["models"]:
+        runs.append(spec(f"{model} lr grid", model, lengths[0], len(s["lr_grid"])))
+        runs += families(f"{model} x {data} data, seed 0,", model, data)
+    for model, seeds in ((s["models"][0], s["saturation_seeds"]),
+                         (s["larger_model"], s["larger_seeds"])):
+        runs += families(f"{model} data arms", model, 2 * len(seeds))
+    runs += [spec(f"{model} efficiency", model, lengths[0], len(s["efficiency_seeds"]))
+             for model in s["models"]]
     return runs
 
 
-def model_dimensions() -> list[RunSpec]:
-    centre = {"width": 384, "depth": 12, "mlp_dim": 1536, "num_heads": 6}
-    shapes = {"centre S/16": {}, "depth x1.5": {"depth": 18}, "width x1.5": {"width": 576,
-                                                                          "num_heads": 9},
-              "mlp x1.5": {"mlp_dim": 2304},
-              "all x1.25": {"width": 480, "depth": 15, "mlp_dim": 1920, "num_heads": 8}}
-    per_image = {name: count_flops(_spec(name, "S/16", 1, model={**centre, **change}).config())
-                 for name, change in shapes.items()}  # the trained model, head included
-    steps = 30_000  # the centre's; the other shapes train for its training FLOPs
-    return [*[_spec(f"B/{p}@{size}", f"B/{p}", steps, 3, image_size=size)
-              for p, size in ((32, 224), (48, 336), (64, 448))],
-            *[_spec(f"shape {name}", "S/16",
-                    round(steps * per_image["centre S/16"] / per_image[name]), 2,
-                    model={**centre, **change})
-              for name, change in shapes.items()]]
+def model_dimensions(sizes: Optional[dict] = None) -> list[RunSpec]:
+    """Notebook 06's runs: the resolution pairs over their seeds; the centre's doubling ladder
+    (priced whole), every shape at the first seed and the two compared shapes at the others,
+    each for the centre's training FLOPs at the ladder's last length. The fit maps train
+    nothing."""
+    t = (sizes or study("06"))["train"]
+    runs = [_spec(f"{t['resolution_model']}/{p}@{size}", f"{t['resolution_model']}/{p}",
+                  t["steps"], len(t["seeds"]), optimizer="adam", batch_size=t["batch"],
+                  image_size=size)
+            for size, p in t["pairs"]]
+    variants = shape_variants(t["centre"], t["shapes"])
+    base = f"S/{t['shape_patch']}"
+
+    def spec(label, name, steps, count):
+        return _spec(label, base, steps, count, optimizer="adam", batch_size=t["batch"],
+                     model=variants[name])
+
+    per_image = {name: count_flops(spec(name, name, 1, 1).config()) for name in variants}
+    ladder, centre_steps = t["ladder"], t["ladder"][-1]
+    steps = {name: equal_compute_steps(centre_steps, per_image["centre"], per_image[name],
+                                       t["batch"]) for name in variants}
+    runs += [spec(f"centre ladder {_length(n)}", "centre", n, 1) for n in ladder[:-1]]
+    runs += [spec(f"shape {name}", name, steps[name], 1) for name in variants]
+    others = len(t["shape_seeds"]) - 1  # all x1.25 and the best scale-up on the other seeds
+    singles = [s for s in SCALE_UPS if s in variants]
+    if others and "all x1.25" in variants and singles:
+        runs.append(spec("shape all x1.25, other seeds", "all x1.25", steps["all x1.25"], others))
+        runs.append(spec(f"best scale-up, other seeds (priced as {singles[0]})", singles[0],
+                         steps[singles[0]], others))
+    return runs
 
 
 NOTEBOOKS = {"02": weight_decay, "03": schedules, "04": memory, "05": scaling,
@@ -184,9 +257,4 @@ def runs_of(notebook: str, sizes: Optional[dict] = None) -> list[RunSpec]:
     if notebook not in NOTEBOOKS:
         raise ValueError(f"notebook: {notebook!r} is not allowed; choose one of "
                          f"{['01', *NOTEBOOKS]}")
-    if notebook in STUDIES:
-        return NOTEBOOKS[notebook](study(notebook, sizes))
-    if sizes:
-        raise ValueError(f"full_study: notebook {notebook}'s full profile is not wired to "
-                         f"sizes yet; wired: {sorted(STUDIES)}")
-    return NOTEBOOKS[notebook]()
+    return NOTEBOOKS[notebook](study(notebook, sizes))

@@ -73,7 +73,7 @@ class FullSetup:
         """Config fields of every run (``fewshot=False``: no few-shot evaluation at all)."""
         return {
             "dataset": self.upstream, "data_dir": self.data_dir, "train_split": self.train_split,
-            "eval_splits": (f"test={self.test_split}", f"minival={self.minival_split}"),
+            "eval_splits": self.eval_splits("test", "minival"),
             "input.pipeline": "grain", "input.crop": "inception", "input.min_area": 0.05,
             "input.flip": True, "input.workers": self.workers, "image_size": self.image_size,
             "augment.flip": False, "loss": "sigmoid", "model.head_bias_init": self.head_bias_init,
@@ -83,6 +83,34 @@ class FullSetup:
             "fewshot.shots": tuple(self.shots), "fewshot.l2": "fixed", "fewshot.every": 0,
             "checkpoint_every": self.checkpoint_every,
         }
+
+    def eval_splits(self, *labels: str) -> tuple:
+        """Config ``eval_splits`` entries of ``labels`` ('test', 'minival'): 'test=<split>'."""
+        splits = {"test": self.test_split, "minival": self.minival_split}
+        unknown = sorted(set(labels) - set(splits))
+        if unknown:
+            raise ValueError(f"eval split labels: {unknown} are not allowed; use {sorted(splits)}")
+        return tuple(f"{label}={splits[label]}" for label in labels)
+
+    def train_size(self) -> int:
+        """Examples in the upstream's train split."""
+        from vitlib.data.sources import open_source
+
+        return len(open_source(self.upstream, self.train_split, self.data_dir))
+
+    def num_classes(self) -> int:
+        from vitlib.data.sources import open_source
+
+        return open_source(self.upstream, self.train_split, self.data_dir).num_classes
+
+    def nested_sizes(self, fractions) -> list:
+        """Data sizes (examples) at ``fractions`` of the train split, for ``train_examples``:
+        nested subsets, a smaller inside a larger."""
+        n = self.train_size()
+        bad = [f for f in fractions if not 0 < f <= 1]
+        if bad:
+            raise ValueError(f"data_fractions: {bad} are not allowed; use fractions in (0, 1]")
+        return [max(1, round(f * n)) for f in fractions]
 
     def transfer_keys(self, k: int) -> tuple[str, str]:
         """(test, minival) record keys of the ``k``-shot transfer accuracy."""

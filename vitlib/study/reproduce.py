@@ -163,9 +163,7 @@ def print_plan(args) -> int:
             accelerator, devices, runs = _notebook_plan(notebook, args, sets)
             hosts.add((accelerator, devices))
             everything += runs
-            wired = ("" if full_profile.WIRED[notebook] else
-                     " (design: the notebook's full profile does not run these yet)")
-            print(f"== notebook {notebook}{wired}", flush=True)
+            print(f"== notebook {notebook}", flush=True)
             print(plan(runs, accelerator, devices, args.mfu,
                        memory=not args.no_memory).table(), flush=True)
         if len(notebooks) > 1:
@@ -189,11 +187,7 @@ def _notebook_plan(notebook: str, args, sets: dict) -> tuple:
     params = {**(notebook_parameters(found[0]) if found else {}), **sets}
     accelerator = args.accelerator or params.get("accelerator", "h100")
     devices = args.devices or params.get("devices", 8)
-    if full_profile.WIRED[notebook]:
-        runs = full_profile.runs_of(notebook, params.get("full_study") or None)
-    else:
-        runs = full_profile.runs_of(notebook)
-    return accelerator, devices, runs
+    return accelerator, devices, full_profile.runs_of(notebook, params.get("full_study") or None)
 
 
 def main(argv=None) -> int:

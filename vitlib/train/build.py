@@ -90,10 +90,6 @@ def check_input(config) -> None:
                                   config.input.decoder)
         grain_pipeline.check_workers(config.input.workers, config.input.threads,
                                      config.input.worker_buffer)
-        if config.train_examples:
-            raise ValueError(f"train_examples: {config.train_examples} is not allowed with "
-                             f"input.pipeline 'grain'; use 0 and a sliced train_split (e.g. "
-                             f"'train[:10%]')")
         if any(config.augment.values()):
             raise ValueError(f"augment: {config.augment.to_dict()} applies to the 'memory' "
                              f"pipeline; with 'grain' use input.crop and input.flip")
@@ -156,8 +152,9 @@ def train_input_of(config):
     """(the run's training input, its image size, channels, number of classes)."""
     data_dir = config.data_dir or None
     if config.input.pipeline == "grain":
-        source = sources.open_source(config.dataset, config.train_split, data_dir,
-                                     label_key=config.input.label_key)
+        source = sources.nested_subset_source(
+            sources.open_source(config.dataset, config.train_split, data_dir,
+                                label_key=config.input.label_key), config.train_examples)
         preprocess = grain_pipeline.Preprocess(
             config.image_size, config.input.crop, config.input.min_area, config.input.flip,
             config.input.bad_images, config.input.decoder)
