@@ -49,7 +49,7 @@ TINY = {  # every size of each notebook's full profile, shrunk for a CPU
                optimizer="adafactor_bv", weight_decay=[("^head/", 3.0), (".*", 0.03)],
                shared_lr=4e-3, lr_grid=[2e-3, 4e-3, 8e-3], cooldown_fraction=0.2),
     "06": dict(grid=dict(depths=[2], widths=[64], paper=[], temporaries=("Ti/16", 64),
-                         image_size=64, remat=[True]),
+                         image_size=224, remat=[True]),  # 224: a class token crosses 128 tokens
                host_batch=4,
                train=dict(batch=16, steps=10, lr=2e-3, seeds=[0, 1], resolution_model="Atto",
                           pairs=[(32, 8), (48, 12)], centre=dict(width=32, depth=2, mlp_dim=128),

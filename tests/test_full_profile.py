@@ -1,6 +1,7 @@
 """The full profile's design and its plan: every run a valid spec, the design's invariants (equal
 training FLOPs across shapes, 10% cooldowns, Adafactor's cap passed), its cost on one host, and
 ``reproduce --plan``."""
+import json
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ from jpeg_datasets import make_image_folder, prepare_folder_dataset
 
 from vitlib.analysis.compute_plan import plan
 from vitlib.configs import load_config, set_fields
+from vitlib.models import vit_config
 from vitlib.models.counting import count_flops
 from vitlib.study import full_profile, reproduce
 from vitlib.study.findings import Findings, render
@@ -61,7 +63,7 @@ def test_plan_cli_prints_each_notebook_and_the_total(capsys):
     for notebook in full_profile.NOTEBOOKS:
         assert f"== notebook {notebook}" in out
     assert "== the whole full profile" in out and "A100" in out
-    assert main(["--profile", "cpu", "--plan"]) == 2
+    assert main(["--profile", "smoke", "--plan"]) == 2
     assert main(["--profile", "full", "--plan", "--accelerator", "tpu9"]) == 2
     assert "accelerator" in capsys.readouterr().err
 
@@ -157,3 +159,40 @@ def test_a_claim_carries_the_notebooks_caveat_into_findings_md(tmp_path):
     assert findings.claims[0]["caveat"] == "upstream is ImageNet-1k"
     assert "*Caveat: upstream is ImageNet-1k.*" in render([{
         "notebook": "09_demo", "profile": "full", "claims": findings.claims, "checks": []}], "x")
+
+
+def test_cpu_plan_prices_the_cached_runs_beside_their_measured_times(tmp_path, monkeypatch,
+                                                                     capsys):
+    """Three cached runs (digits, 28 px) of two shapes: grouped by shape and length, FLOPs by
+    the zoo's count (3 x forward x images), estimated at the benchmark's peak x MFU, measured = the recorded
+    training seconds."""
+    from vitlib.study.measured_plan import cpu_plan
+    from vitlib.train.workdir import plain
+
+    folder = tmp_path / "runs" / "cpu" / "05_scaling"
+    config = load_config("quickstart")
+    runs = [("Atto/7", 30, 2.0), ("Atto/7", 30, 3.0), ("Femto/7", 60, 5.0)]
+    for i, (variant, steps, seconds) in enumerate(runs):
+        c = set_fields(config, {"model.variant": variant, "dataset": "digits",
+                                "batch_size": 32, "image_size": 0})
+        (folder / f"run-{i}").mkdir(parents=True)
+        (folder / f"run-{i}" / "result.json").write_text(json.dumps(
+            {"config": plain(c), "steps_this_run": steps, "train_time_s": seconds}))
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"matmul_peak_gflops": 100.0, "configs": {"C": {
+        "model_fwd_gflop_per_image": 0.01, "median_img_s": {"vitlib_train": 1000.0}}}}))
+    report = cpu_plan(folder, benchmark=bench)
+    rows = {r["name"].split(" ")[0]: r for r in report["rows"]}
+    assert report["runs"] == 3 and set(rows) == {"Atto/7", "Femto/7"}
+    mfu = 3 * 0.01 * 1000 / 100.0  # the benchmark's train rate over its matmul peak
+    for variant, steps, count, seconds in (("Atto/7", 30, 2, 5.0), ("Femto/7", 60, 1, 5.0)):
+        flops = 3 * count_flops(vit_config(variant, image_size=28, num_classes=10)) * 32 * steps
+        assert rows[variant]["flops"] == pytest.approx(count * flops, rel=1e-9)
+        assert rows[variant]["estimated_seconds"] == pytest.approx(
+            count * flops / (100e9 * mfu), rel=1e-9)
+        assert rows[variant]["measured_seconds"] == seconds
+    monkeypatch.setenv("VITLIB_RUNS_DIR", str(tmp_path / "runs"))
+    assert main(["--profile", "cpu", "--plan", "--only", "05", "04"]) == 0
+    out = capsys.readouterr().out
+    assert "3 runs: estimated" in out and "measured 0.2 min" in out
+    assert "== notebook 04" in out and "no finished runs cached" in out

@@ -468,12 +468,13 @@ def compare_with_measured(plan: Plan, measured_seconds: Mapping[str, float],
 
 def comparison_table(comparison: dict) -> str:
     """``compare_with_measured``'s answer as text."""
+    width = max([20, *(len(r["name"]) for r in comparison["rows"])])
     lines = [f"CPU estimate at {comparison['peak_flops'] / 1e9:.1f} GFLOP/s peak x MFU "
              f"{comparison['mfu']:.2f} beside measured times",
-             f"{'run':20s} {'FLOPs':>10s} {'estimated s':>12s} {'measured s':>11s} "
+             f"{'run':{width}s} {'FLOPs':>10s} {'estimated s':>12s} {'measured s':>11s} "
              f"{'measured/est':>12s} {'implied MFU':>11s}"]
     for r in comparison["rows"]:
-        lines.append(f"{r['name']:20s} {r['flops']:10.3g} {r['estimated_seconds']:12.1f} "
+        lines.append(f"{r['name']:{width}s} {r['flops']:10.3g} {r['estimated_seconds']:12.1f} "
                      f"{r['measured_seconds']:11.1f} {r['ratio']:12.2f} {r['implied_mfu']:11.3f}")
     return "\n".join(lines + [f"- {s}" for s in comparison["source"]])
 

@@ -143,10 +143,11 @@ def print_plan(args) -> int:
     from vitlib.analysis.compute_plan import plan
     from vitlib.study import full_profile
 
+    if args.profile == "cpu":
+        return print_cpu_plan(args)
     if args.profile != "full":
-        print(f"--plan: the {args.profile} profile's runs are defined inside its notebooks; "
-              f"their measured times from an empty run cache are in the README. Plans exist "
-              f"for the full profile: --profile full --plan", file=sys.stderr)
+        print(f"--plan: the {args.profile} profile has no plan (its runs take seconds); plans "
+              f"exist for --profile full and --profile cpu", file=sys.stderr)
         return 2
     notebooks = sorted(full_profile.NOTEBOOKS)
     if args.only:
@@ -175,6 +176,35 @@ def print_plan(args) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    return 0
+
+
+def print_cpu_plan(args) -> int:
+    """The cpu profile's ``--plan``: per notebook, its cached runs priced and estimated on this
+    CPU beside their measured training times (``vitlib.study.measured_plan``)."""
+    from vitlib.analysis.compute_plan import comparison_table
+    from vitlib.study.measured_plan import cpu_plan
+    from vitlib.study.results import runs_dir
+
+    notebooks = numbered_notebooks(repo_root() / "notebooks")
+    if args.only:
+        notebooks = [p for p in notebooks if p.name[:2] in args.only]
+    for notebook in notebooks:
+        folder = runs_dir("cpu") / notebook.stem
+        print(f"== notebook {notebook.name[:2]} ({folder})", flush=True)
+        if not any(folder.glob("*/result.json")):
+            print(f"no finished runs cached; its measured time from an empty run cache is in "
+                  f"the README (budget {CPU_BUDGET_MINUTES.get(notebook.name[:2])} min)")
+            continue
+        try:
+            report = cpu_plan(folder)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(comparison_table(report))
+        print(f"{report['runs']} runs: estimated {report['estimated_total_s'] / 60:.1f} min of "
+              f"training on this CPU, measured {report['measured_total_s'] / 60:.1f} min "
+              f"(training only; compiles, evaluations and few-shot come on top)", flush=True)
     return 0
 
 
