@@ -102,8 +102,8 @@ def test_a_full_notebook_runs_end_to_end_on_jpeg_data_with_every_size_shrunk(
         c = r["config"]
         assert (c["dataset"], c["input"]["pipeline"], c["image_size"]) == ("shapes_up", "grain",
                                                                           32)
-        assert (c["loss"], c["model"]["dtype"], c["model"]["pool_type"]) == (
-            "sigmoid", "bfloat16", "map")
+        assert (c["loss"], c["model"]["dtype"]) == ("sigmoid", "bfloat16")
+        assert c["model"]["pool_type"] in ("map", "tok")  # MAP, but 02 compares heads
         assert c["eval_splits"] and set(c["eval_splits"]) <= {"test=test", "minival=minival"}
     # The plan prices the runs the notebook trained: the same lengths, at least as many steps
     # (a grid extended past an edge trains more than the plan's starting grid).

@@ -38,7 +38,8 @@ def test_the_shape_study_trains_every_shape_for_the_same_flops():
 
 
 def test_cooldowns_are_their_fraction_of_each_length_and_adafactor_passes_its_cap():
-    for notebook, fraction in (("03", 0.1), ("05", full_profile.STUDIES["05"]["cooldown_fraction"])):
+    fractions = {"03": 0.1, "05": full_profile.STUDIES["05"]["cooldown_fraction"]}
+    for notebook, fraction in fractions.items():
         for run in full_profile.runs_of(notebook):
             if "cooldown@" in run.name:
                 length = int(run.name.split("cooldown@")[1].rstrip("k")) * 1000
@@ -164,8 +165,8 @@ def test_a_claim_carries_the_notebooks_caveat_into_findings_md(tmp_path):
 def test_cpu_plan_prices_the_cached_runs_beside_their_measured_times(tmp_path, monkeypatch,
                                                                      capsys):
     """Three cached runs (digits, 28 px) of two shapes: grouped by shape and length, FLOPs by
-    the zoo's count (3 x forward x images), estimated at the benchmark's peak x MFU, measured = the recorded
-    training seconds."""
+    the zoo's count (3 x forward x images), estimated at the benchmark's peak x MFU, measured =
+    the recorded training seconds."""
     from vitlib.study.measured_plan import cpu_plan
     from vitlib.train.workdir import plain
 

@@ -9,8 +9,9 @@ vitlib.study.reproduce --profile full --plan``).
 apart. The data, recipe and few-shot suite of every run: ``vitlib.study.full_setup``
 (ImageNet-21k at 224 px, or ImageNet-1k; batch 4096, bf16, MAP head, sigmoid loss).
 
-- 02: B/32, Adam, a 5 x 5 (head, body) decay grid at 30k steps, the two compared cells over 2
-  more seeds, and the head axis (MAP and class token) in the paper's integrated range, 3 seeds.
+- 02: B/32, Adam with bf16 momentum, a 5 x 5 (head, body) decay grid at 30k steps, the two
+  compared cells over 2 more seeds, and the head axis (MAP and class token) in the paper's
+  integrated range, 3 seeds.
 - 03: S/16 at 20k / 40k / 80k steps: lr (and rsqrt's timescale) tuned on minival, then warmup +
   rsqrt and warmup + constant, each one run with 10% cooldowns branched at each length,
   against linear and cosine trained per length; 3 seeds.
@@ -53,7 +54,7 @@ def weight_decay(sizes: Optional[dict] = None) -> list[RunSpec]:
     g, a = s["grid"], s["axis"]
 
     def spec(name, part, count, pool="map"):
-        return _spec(name, part["model"], part["steps"], count, optimizer="adam",
+        return _spec(name, part["model"], part["steps"], count, optimizer="adam_hp",
                      batch_size=part["batch"], pool_type=pool)
 
     return [spec(f"{g['model']} head x body grid", g, len(g["decays"]) ** 2),
@@ -62,20 +63,22 @@ def weight_decay(sizes: Optional[dict] = None) -> list[RunSpec]:
               for pool in a["pools"]]]
 
 
-# The sizes of each wired notebook's full profile: what its parameters cell reads (through
+# The sizes of each notebook's full profile: what its parameters cell reads (through
 # ``study``) and what its plan prices (``runs_of``), so the two cannot drift apart.
 STUDIES = {
-    # B/32 with Adam: the (head, body) decay grid at 30k steps of 4096 images (sum lr 16.3, so
-    # raw 0.03 / 3.0 integrate to ~0.5 / ~49, near the paper's 0.7-1.8 / 70-180), the best cells above and on
-    # or below the diagonal over 2 more seeds, and the head axis (MAP and class token) at an
-    # integrated body decay of 1, heads 0.1-100 integrated, 3 seeds.
+    # B/32 with Adam (bf16 momentum): the (head, body) decay grid at 30k steps of 4096 images
+    # (sum lr 16.3, so raw 0.03 / 3.0 integrate to ~0.5 / ~49, near the paper's 0.7-1.8 /
+    # 70-180), the best cells above and on or below the diagonal over 2 more seeds, and the
+    # head axis (MAP and class token) at an integrated body decay of 1, heads 0.1-100
+    # integrated, 3 seeds.
     "02": dict(lr=1e-3,
                grid=dict(model="B/32", batch=BATCH, steps=30_000,
                          decays=[0.003, 0.03, 0.3, 3.0, 30.0], seeds=[1, 2], draws=(0, 1, 2, 3, 4)),
                axis=dict(model="B/32", batch=BATCH, steps=30_000, body=1.0,
                          heads=[0.1, 1.0, 10.0, 100.0], seeds=[0, 1, 2], pools=("map", "tok"))),
-    # S/16, Adam, warmup + each schedule: lr (and rsqrt's timescale) chosen on minival at the
-    # middle length, then every length over 3 seeds (the cpu profile's protocol, paper sizes).
+    # S/16, Adam with bf16 momentum, warmup + each schedule: lr (and rsqrt's timescale) chosen
+    # on minival at the middle length, then every length over 3 seeds (the cpu profile's
+    # protocol at the paper's sizes).
     "03": dict(model="S/16", batch=BATCH, lengths=[20_000, 40_000, 80_000], warmup=4_000,
                lrs=[5e-4, 1e-3, 2e-3], timescales=[2_000, 10_000, 50_000], timescale_factor=5,
                seeds=[0, 1, 2], eval_every=5_000, eval_subset=10_000),
@@ -152,7 +155,7 @@ def schedules(sizes: Optional[dict] = None) -> list[RunSpec]:
     tune, model = lengths[1], s["model"]
 
     def spec(name, steps, count):
-        return _spec(name, model, steps, count, optimizer="adam", batch_size=s["batch"])
+        return _spec(name, model, steps, count, optimizer="adam_hp", batch_size=s["batch"])
 
     runs = [spec(f"{model} tune {kind} lr", tune, n_lrs)
             for kind in ("constant", "linear", "cosine")]
@@ -220,14 +223,14 @@ def model_dimensions(sizes: Optional[dict] = None) -> list[RunSpec]:
     nothing."""
     t = (sizes or study("06"))["train"]
     runs = [_spec(f"{t['resolution_model']}/{p}@{size}", f"{t['resolution_model']}/{p}",
-                  t["steps"], len(t["seeds"]), optimizer="adam", batch_size=t["batch"],
+                  t["steps"], len(t["seeds"]), optimizer="adam_hp", batch_size=t["batch"],
                   image_size=size)
             for size, p in t["pairs"]]
     variants = shape_variants(t["centre"], t["shapes"])
     base = f"S/{t['shape_patch']}"
 
     def spec(label, name, steps, count):
-        return _spec(label, base, steps, count, optimizer="adam", batch_size=t["batch"],
+        return _spec(label, base, steps, count, optimizer="adam_hp", batch_size=t["batch"],
                      model=variants[name])
 
     per_image = {name: count_flops(spec(name, name, 1, 1).config()) for name in variants}
