@@ -98,10 +98,11 @@ def test_a_full_notebook_runs_end_to_end_on_jpeg_data_with_every_size_shrunk(
     results = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "full").rglob(
         "result.json")]
     assert results
+    sizes = {32, *(size for size, _ in TINY[notebook].get("train", {}).get("pairs", []))}
     for r in results:
         c = r["config"]
-        assert (c["dataset"], c["input"]["pipeline"], c["image_size"]) == ("shapes_up", "grain",
-                                                                          32)
+        assert (c["dataset"], c["input"]["pipeline"]) == ("shapes_up", "grain")
+        assert c["image_size"] in sizes  # 06 trains its resolution pairs at their own sizes
         assert (c["loss"], c["model"]["dtype"]) == ("sigmoid", "bfloat16")
         assert c["model"]["pool_type"] in ("map", "tok")  # MAP, but 02 compares heads
         assert c["eval_splits"] and set(c["eval_splits"]) <= {"test=test", "minival=minival"}
