@@ -6,7 +6,9 @@ import json
 import pytest
 
 from vitlib.analysis import compute_plan as cp
-from vitlib.analysis.compute_plan import RunSpec, compare_with_measured, plan
+from vitlib.analysis import cpu_estimate
+from vitlib.analysis.compute_plan import RunSpec, plan
+from vitlib.analysis.cpu_estimate import compare_with_measured
 from vitlib.analysis.scaling import training_flops
 from vitlib.models.counting import count_flops
 from vitlib.models.variants import vit_config
@@ -179,7 +181,7 @@ def test_compare_with_measured(tmp_path):
     mfu = (3 * 0.02 * 1000 / 200 + 3 * 0.2 * 200 / 200) / 2
     assert out["peak_flops"] == 200e9 and out["mfu"] == pytest.approx(mfu)
     assert out["rows"][0]["estimated_seconds"] == pytest.approx(flops / (200e9 * mfu))
-    assert "tiny" in cp.comparison_table(out)
+    assert "tiny" in cpu_estimate.comparison_table(out)
     # No benchmark: a given peak is taken as the sustained rate; without one, an error.
     missing = tmp_path / "absent.json"
     assert compare_with_measured(p, {"tiny": 60.0}, peak_flops=1e11, benchmark=missing)[

@@ -1,7 +1,7 @@
 """The cpu profile's plan beside its measured times: the runs a notebook trained (its run cache,
 ``runs/cpu/<notebook>/*/result.json``) priced as ``--plan`` prices the full profile's (the zoo's
 training FLOPs), estimated on this CPU from ``make bench``'s measured rate
-(``compute_plan.compare_with_measured``), next to the training time each run recorded.
+(``cpu_estimate.compare_with_measured``), next to the training time each run recorded.
 
     python -m vitlib.study.reproduce --profile cpu --plan [--only 05]
 
@@ -15,7 +15,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from vitlib.analysis.compute_plan import CPU_BENCHMARK, RunSpec, compare_with_measured, plan
+from vitlib.analysis.compute_plan import RunSpec, plan
+from vitlib.analysis.cpu_estimate import CPU_BENCHMARK, compare_with_measured
 
 _SHAPE = ("width", "depth", "mlp_dim", "num_heads")
 

@@ -182,7 +182,7 @@ def print_plan(args) -> int:
 def print_cpu_plan(args) -> int:
     """The cpu profile's ``--plan``: per notebook, its cached runs priced and estimated on this
     CPU beside their measured training times (``vitlib.study.measured_plan``)."""
-    from vitlib.analysis.compute_plan import comparison_table
+    from vitlib.analysis.cpu_estimate import comparison_table
     from vitlib.study.measured_plan import cpu_plan
     from vitlib.study.results import runs_dir
 
