@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vitlib.analysis import advice, scaling
+from vitlib.analysis import advice, budget_runs, scaling
 
 # Model k: error vs its training compute C is c_k + A (C / F_k)^-BETA (images seen = C / F_k):
 # bigger models cost more per image and saturate lower.
@@ -139,7 +139,7 @@ def test_runs_from_csv_with_steps_batch_accuracy_and_zoo_flops(tmp_path):
             for v in ("Ti/16", "B/16") for s in (100, 200, 400, 800, 1600)]
     path = tmp_path / "runs.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
-    frame = advice.load_runs(path)
+    frame = budget_runs.load_runs(path)
     per_image = dict(zip(frame["model"], frame["train_flops"] / frame["images_seen"]))
     assert per_image["Ti/16"] == pytest.approx(3 * 2.5e9, rel=0.02)
     assert per_image["B/16"] == pytest.approx(3 * 35.1e9, rel=0.02)
@@ -161,7 +161,7 @@ def test_runs_from_csv_with_steps_batch_accuracy_and_zoo_flops(tmp_path):
 ])
 def test_bad_runs_name_column_and_value(rows, words):
     with pytest.raises(ValueError) as err:
-        advice.load_runs(pd.DataFrame(rows))
+        budget_runs.load_runs(pd.DataFrame(rows))
     for word in words:
         assert word in str(err.value)
 
