@@ -138,8 +138,9 @@ def test_findings_md_renders_claims_and_checks_and_detects_staleness(tmp_path, c
     text = out.read_text()
     assert "2 claims of the paper: 1 hold, 1 do not hold, 0 inconclusive" in text
     assert "| bigger is better | yes \\| always | big: 0.9, small: 0.8123 | 0.01 | 0.02 | " \
-           "> 2 se | **holds** (powered) |" in text
-    assert "| cheap | ~60% | 0.7 | n/a | n/a | <= 0.6 | **does not hold** (noiseless) |" in text
+           "> 2 se | **holds** (paired seeds) |" in text
+    assert "| cheap | ~60% | 0.7 | n/a | n/a | <= 0.6 | **does not hold** (no noise (a count, " \
+           "a plan or a formula)) |" in text
     assert "- PASS: counts add up" in text and "## 07_demo" in text
     assert findings.main(args + ["--check"]) == 0
     out.write_text(text.replace("**holds**", "**inconclusive**"))  # a hand edit is caught
@@ -311,4 +312,4 @@ def test_underpowered_and_untestable_claims_are_counted_apart(tmp_path):
     text = findings.render_results(tmp_path)
     assert "3 claims of the paper: 1 hold, 0 do not hold, 2 inconclusive (1 underpowered, " \
            "1 not testable)" in text
-    assert "**inconclusive** (underpowered: the tolerance 0.01 is not above" in text
+    assert "**inconclusive** (paired seeds; underpowered: the tolerance 0.01 is not above" in text

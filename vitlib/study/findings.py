@@ -34,9 +34,16 @@ import numpy as np
 from vitlib.files import write_bytes_atomic, write_json
 from vitlib.study.provenance import source_state
 from vitlib.study.results import committed_results_dir, findings_output, repo_root
+from vitlib.study.statistics import NOTHING_TO_TEST, is_fragile
 
 VERDICTS = ("holds", "does not hold", "inconclusive")
-REASONS = ("underpowered:", "not testable:")  # why an inconclusive verdict could not be otherwise
+# Why an inconclusive verdict could not be otherwise.
+REASONS = ("underpowered:", "not testable:", NOTHING_TO_TEST)
+# What a verdict rests on: seeds paired across arms, a bootstrap interval of a fit, curves paired
+# across estimators, or no noise at all (a count, a plan, a formula).
+BASES = ("paired seeds", "bootstrap interval", "paired curves", "none")
+STAGES = ("exploratory", "confirmatory")
+SMOKE_NOTE = "smoke profile: tests the code path only, says nothing about the paper"
 
 
 class ClaimCheckFailed(AssertionError):
@@ -114,6 +121,30 @@ def pooled_std(groups) -> tuple[float, int]:
     return (float(np.sqrt(squares / dof)), dof) if dof else (float("nan"), 0)
 
 
+def part(label: str, value, verdict: str, *, se=None, mde=None, margin_se=None,
+         reason: Optional[str] = None, **evidence) -> dict:
+    """One part of a claim as a record (for parts that are not a ``PairedVerdict``: a count,
+    a fit's parameter against its interval)."""
+    return {"label": label, "value": value, "se": se, "mde": mde, "verdict": verdict,
+            "reason": reason, "margin_se": margin_se, **evidence}
+
+
+def _check_parts(parts) -> list:
+    if not isinstance(parts, (list, tuple)) or not parts:
+        raise ValueError(f"parts: must be a non-empty list of part records, got {parts!r}")
+    labels = []
+    for i, p in enumerate(parts):
+        if not isinstance(p, dict) or not isinstance(p.get("label"), str) or not p["label"]:
+            raise ValueError(f"parts[{i}]: needs a non-empty 'label', got {p!r}")
+        if p.get("verdict") not in VERDICTS:
+            raise ValueError(f"parts[{i}] ({p['label']}): verdict {p.get('verdict')!r} is not "
+                             f"one of {list(VERDICTS)}")
+        labels.append(p["label"])
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"parts: labels must be unique, got {labels}")
+    return [dict(p) for p in parts]
+
+
 class Findings:
     def __init__(self, notebook: str, profile: str, caveat: Optional[str] = None):
         """``caveat``: what every claim of this notebook must carry (e.g. an upstream that
@@ -131,8 +162,12 @@ class Findings:
         print(f"[check {'PASS' if passed else 'FAIL'}] {name}")
         return bool(passed)
 
-    def claim(self, statement: str, *, paper, measured, tolerance, verdict: str,
-              noise=None, reason: Optional[str] = None, mde=None, **evidence) -> str:
+    def claim(self, statement: str, *, paper, measured, tolerance,
+              verdict: Optional[str] = None, noise=None, reason: Optional[str] = None, mde=None,
+              parts: Optional[list] = None, basis: Optional[str] = None,
+              margin_se: Optional[float] = None, title: Optional[str] = None,
+              stage: Optional[str] = None, earlier: Optional[list] = None,
+              **evidence) -> str:
         """Record the paper's ``statement`` re-tested here; never raises on the verdict.
 
         ``reason`` says why an ``inconclusive`` verdict could not be otherwise: it starts with
@@ -140,7 +175,34 @@ class Findings:
         (``analysis.scaling.fit_testability``); FINDINGS.md counts such claims apart. ``mde`` is
         the smallest effect the comparison could detect (``k x`` its noise), shown beside the
         tolerance; ``statistics.paired_within(...).claim_fields()`` gives verdict, reason,
-        noise and mde of a paired comparison at once."""
+        noise and mde of a paired comparison at once.
+
+        ``parts``: a claim made of comparisons is a list of records, one per part, in the order
+        they are read (``PairedVerdict.part(label)``, or ``part(...)``): label, value, se,
+        detectable effect, verdict, margin; the claim's verdict is ``verdict_all`` of theirs
+        unless given. ``basis``: what the verdict rests on (``BASES``; by default paired seeds
+        when there is noise, else none). ``margin_se``: how many se the verdict is from
+        changing (the smallest of its parts' by default); below 1 it is shown as fragile.
+        ``title``: a short name for the README's summary. ``stage``: ``confirmatory`` for a
+        protocol decided again on fresh seeds, ``exploratory`` for one whose protocol was
+        changed after its results were seen; ``earlier``: the verdicts it replaces, each
+        ``{"verdict", "seeds", "commit", "note"}``."""
+        if parts is not None:
+            parts = _check_parts(parts)
+            if verdict is None:
+                verdict = verdict_all(*(p["verdict"] for p in parts))
+            if margin_se is None:
+                margins = [p["margin_se"] for p in parts if p.get("margin_se") is not None]
+                margin_se = min(margins) if margins else None
+            open_parts = [p for p in parts if p["verdict"] == "inconclusive"]
+            if (reason is None and verdict == "inconclusive" and open_parts
+                    and all(str(p.get("reason") or "").startswith(REASONS) for p in open_parts)):
+                # Every open part says why it could not be decided: so does the claim.
+                reason = "; ".join(f"{p['label']}: {p['reason']}" for p in open_parts)
+                reason = next(r for r in REASONS if open_parts[0]["reason"].startswith(r)) + \
+                    " " + reason
+            if basis is None and noise is None and any(p.get("se") is not None for p in parts):
+                basis = "paired seeds"
         if verdict not in VERDICTS:
             raise ValueError(f"verdict: {verdict!r} is not allowed; choose one of "
                              f"{list(VERDICTS)}")
@@ -154,12 +216,35 @@ class Findings:
                              ("measured", measured), ("tolerance", tolerance)):
             if value is None or value == "":
                 raise ValueError(f"{field}: a claim needs it (got {value!r})")
+        if basis is None:
+            basis = "paired seeds" if noise is not None else "none"
+        if basis not in BASES:
+            raise ValueError(f"basis: {basis!r} is not allowed; choose one of {list(BASES)}")
+        if stage is not None and stage not in STAGES:
+            raise ValueError(f"stage: {stage!r} is not allowed; choose one of {list(STAGES)}")
+        for i, old in enumerate(earlier or []):
+            if not isinstance(old, dict) or old.get("verdict") not in VERDICTS:
+                raise ValueError(f"earlier[{i}]: needs a 'verdict' in {list(VERDICTS)}, got "
+                                 f"{old!r}")
+        if margin_se is not None and not (isinstance(margin_se, (int, float))
+                                          and math.isfinite(margin_se)):
+            raise ValueError(f"margin_se: must be a finite number or None, got {margin_se!r}")
         if self.caveat:
             evidence.setdefault("caveat", self.caveat)
-        self.claims.append({"statement": statement, "paper": paper, "measured": measured,
-                            "tolerance": tolerance, "noise": noise, "mde": mde,
-                            "verdict": verdict, **evidence})
-        print(f"[claim {verdict.upper()}{f' ({reason})' if reason else ''}] {statement}")
+        record = {"statement": statement, "paper": paper, "measured": measured,
+                  "tolerance": tolerance, "noise": noise, "mde": mde, "verdict": verdict,
+                  "basis": basis, "margin_se": margin_se, **evidence}
+        for key, value in (("parts", parts), ("title", title), ("stage", stage),
+                           ("earlier", earlier)):
+            if value is not None:
+                record[key] = value
+        self.claims.append(record)
+        smoke = f" [{SMOKE_NOTE}]" if self.profile == "smoke" else ""
+        fragile = " (fragile)" if is_fragile(margin_se) else ""
+        print(f"[claim {verdict.upper()}{f' ({reason})' if reason else ''}{fragile}] "
+              f"{statement}{smoke}")
+        for p in parts or []:
+            print(f"    part {p['label']}: {_fmt(p.get('value'))} -> {p['verdict']}{smoke}")
         return verdict
 
     @property
@@ -200,12 +285,55 @@ def _noise(value) -> str:
     return "n/a" if value is None else _cell(value)
 
 
+def _basis(claim: dict) -> str:
+    """What a verdict rests on. Records written before ``basis`` existed are read as before:
+    noise means paired seeds, none means no noise."""
+    return claim.get("basis") or ("paired seeds" if claim.get("noise") is not None else "none")
+
+
+def _margin(margin_se) -> str:
+    if margin_se is None:
+        return ""
+    return f"margin {margin_se:.2g} se" + (", *fragile*" if is_fragile(margin_se) else "")
+
+
 def _power(claim: dict) -> str:
-    """What a verdict rests on: its reason when it could not be otherwise, else whether it was
-    read against noise (powered) or is a noiseless count or plan."""
+    """What a verdict rests on, its margin to its threshold, and why an inconclusive verdict
+    could not be otherwise."""
+    basis = _basis(claim)
+    words = ["no noise (a count, a plan or a formula)" if basis == "none" else basis]
+    if claim.get("margin_se") is not None:
+        words.append(_margin(claim["margin_se"]))
     if claim.get("reason"):
-        return claim["reason"]
-    return "noiseless" if claim.get("noise") is None else "powered"
+        words.append(claim["reason"])
+    return "; ".join(words)
+
+
+def _part_line(p: dict) -> str:
+    se = f" +/- {_fmt(p['se'])} se" if p.get("se") is not None else ""
+    mde = f" (detectable {_fmt(p['mde'])})" if p.get("mde") is not None else ""
+    margin = f", {_margin(p['margin_se'])}" if p.get("margin_se") is not None else ""
+    reason = f" ({p['reason']})" if p.get("reason") else ""
+    return f"{p['label']}: {_fmt(p.get('value'))}{se}{mde} -> {p['verdict']}{margin}{reason}"
+
+
+def _measured(claim: dict) -> str:
+    text = _cell(claim["measured"])
+    if claim.get("parts"):
+        text += "".join(f"<br>part {i + 1}, {_cell(_part_line(p))}"
+                        for i, p in enumerate(claim["parts"]))
+    return text
+
+
+def _verdict_cell(claim: dict) -> str:
+    stage = f"{claim['stage']}: " if claim.get("stage") else ""
+    text = f"{stage}**{claim['verdict']}** ({_cell(_power(claim))})"
+    for old in claim.get("earlier") or []:
+        seeds = f", seeds {_fmt(old['seeds'])}" if old.get("seeds") is not None else ""
+        commit = f", commit {str(old['commit'])[:10]}" if old.get("commit") else ""
+        note = f": {old['note']}" if old.get("note") else ""
+        text += f"<br>earlier, exploratory{commit}{seeds}: {old['verdict']}{_cell(note)}"
+    return text
 
 
 def _caveat(claim: dict) -> str:
@@ -224,6 +352,7 @@ def summarize(records: list[dict]) -> dict:
     return {**{v: sum(c["verdict"] == v for c in claims) for v in VERDICTS},
             **{r.rstrip(":"): sum(str(c.get("reason", "")).startswith(r) for c in claims)
                for r in REASONS},
+            "fragile": sum(is_fragile(c.get("margin_se")) for c in claims),
             "claims": len(claims), "checks": len(checks),
             "checks_failed": sum(not c["passed"] for c in checks)}
 
@@ -232,8 +361,11 @@ def summary_line(counts: dict) -> str:
     apart = [f"{counts.get(r.rstrip(':'), 0)} {r.rstrip(':')}" for r in REASONS
              if counts.get(r.rstrip(":"), 0)]
     why = f" ({', '.join(apart)})" if apart else ""
+    fragile = (f" ({counts['fragile']} of them fragile: within 1 se of changing)"
+               if counts.get("fragile") else "")
     return (f"{counts['claims']} claims of the paper: {counts['holds']} hold, "
-            f"{counts['does not hold']} do not hold, {counts['inconclusive']} inconclusive{why}; "
+            f"{counts['does not hold']} do not hold, {counts['inconclusive']} inconclusive{why}"
+            f"{fragile}; "
             f"{counts['checks']} checks of the code: "
             f"{counts['checks'] - counts['checks_failed']} passed, {counts['checks_failed']} "
             f"failed")
@@ -254,19 +386,22 @@ def render(records: list[dict], where: str) -> str:
              "fails a notebook. A **check** must hold if the code is right; a failed check "
              "fails its notebook.", "",
              f"**Summary:** {summary_line(summarize(records))}.", ""]
+    if any(r.get("profile") == "smoke" for r in records):
+        lines[2:2] = [f"**Smoke results** ({SMOKE_NOTE}): every verdict below comes from a "
+                      "few steps of tiny models and means nothing about the paper.", ""]
     for record in records:
         counts = summarize([record])
+        smoke = f" *{SMOKE_NOTE}.*" if record.get("profile") == "smoke" else ""
         lines += [f"## {record['notebook']}", "",
                   f"Profile `{record['profile']}`, produced by "
-                  f"{_source_text(record.get('source'))}. {summary_line(counts)}.", ""]
+                  f"{_source_text(record.get('source'))}. {summary_line(counts)}.{smoke}", ""]
         if record.get("claims"):
             lines += ["| claim | paper says | measured here | noise (se) | detectable "
                       "(k x se) | tolerance (fixed beforehand) | verdict |",
                       "|---|---|---|---|---|---|---|"]
             lines += [f"| {_cell(c['statement'])}{_caveat(c)} | {_cell(c['paper'])} | "
-                      f"{_cell(c['measured'])} | {_noise(c.get('noise'))} | "
-                      f"{_noise(c.get('mde'))} | {_cell(c['tolerance'])} | **{c['verdict']}** "
-                      f"({_cell(_power(c))}) |"
+                      f"{_measured(c)} | {_noise(c.get('noise'))} | "
+                      f"{_noise(c.get('mde'))} | {_cell(c['tolerance'])} | {_verdict_cell(c)} |"
                       for c in record["claims"]]
         else:
             lines.append("No claims: every finding of this notebook is a check.")
@@ -276,16 +411,66 @@ def render(records: list[dict], where: str) -> str:
     return "\n".join(lines)
 
 
+README_BEGIN = ("<!-- BEGIN results at a glance: generated from results/figures/*_findings.json "
+                "by `python -m vitlib.study.findings`; do not edit -->")
+README_END = "<!-- END results at a glance -->"
+
+
+def _title(claim: dict) -> str:
+    if claim.get("title"):
+        return claim["title"]
+    head = claim["statement"].split(";")[0]
+    return head if len(head) <= 140 else head[:137].rstrip() + "..."
+
+
+def render_readme_block(records: list[dict]) -> str:
+    """The README's results at a glance, from the same records as FINDINGS.md so that no
+    number about the results is typed by hand: the summary line, then one row per notebook
+    (its profile and commit, its claims' verdicts, how many are fragile or confirmatory, its
+    checks)."""
+    lines = [README_BEGIN, "", f"**{summary_line(summarize(records))}.**", "",
+             "| notebook | profile, commit | claims: hold / do not hold / inconclusive | "
+             "fragile (< 1 se) | confirmatory on fresh seeds | checks passed |",
+             "|---|---|---|---|---|---|"]
+    for record in records:
+        counts = summarize([record])
+        claims = record.get("claims", [])
+        source = (record.get("source") or {}).get("commit") or "unknown"
+        confirmed = sum(c.get("stage") == "confirmatory" for c in claims)
+        lines.append(f"| [{record['notebook']}](results/notebooks/{record['notebook']}.ipynb) | "
+                     f"`{record['profile']}`, {source[:7]} | {counts['claims']}: "
+                     f"{counts['holds']} / {counts['does not hold']} / {counts['inconclusive']}"
+                     f" | {counts['fragile']} | {confirmed} | "
+                     f"{counts['checks'] - counts['checks_failed']} of {counts['checks']} |")
+    lines += ["", "Every claim with its numbers, noise, margin and verdict: "
+              "[FINDINGS.md](FINDINGS.md).", "", README_END]
+    return "\n".join(lines)
+
+
+def with_readme_block(readme: str, block: str) -> str:
+    """``readme`` with the text between its results markers replaced by ``block``."""
+    start, end = readme.find(README_BEGIN), readme.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"README: the markers of the generated results are missing; it needs "
+                         f"a line {README_BEGIN!r} and, below it, {README_END!r}")
+    return readme[:start] + block + readme[end + len(README_END):]
+
+
 def render_results(results: Path) -> str:
     """FINDINGS.md's text for ``results/figures/*_findings.json``."""
     folder = Path(results) / "figures"
     return render(load_findings(folder), _display(folder))
 
 
-def write_findings_md(results: Path, output: Path) -> dict:
-    """Render ``results``' findings into ``output``; returns the summary counts."""
+def write_findings_md(results: Path, output: Path, readme: Optional[Path] = None) -> dict:
+    """Render ``results``' findings into ``output`` (and ``readme``'s generated results block,
+    when given); returns the summary counts."""
+    records = load_findings(Path(results) / "figures")
     write_bytes_atomic(Path(output), render_results(results).encode())
-    return summarize(load_findings(Path(results) / "figures"))
+    if readme is not None:
+        text = with_readme_block(Path(readme).read_text(), render_readme_block(records))
+        write_bytes_atomic(Path(readme), text.encode())
+    return summarize(records)
 
 
 def _display(path: Path) -> str:
@@ -304,22 +489,44 @@ def main(argv=None) -> int:
     parser.add_argument("--output", type=Path, default=None,
                         help="file to write (default: FINDINGS.md at the repository root for "
                              "results/, else RESULTS/FINDINGS.md)")
+    parser.add_argument("--readme", type=Path, default=None,
+                        help="README whose generated results block to refresh (default: the "
+                             "repository's README.md for results/, none otherwise)")
     parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 if the file differs from what it renders to")
+                        help="write nothing; exit 1 if a file differs from what it renders to")
     args = parser.parse_args(argv)
     results = args.results or committed_results_dir()
     if not (results / "figures").is_dir():
         print(f"error: --results: {results / 'figures'} is not a folder", file=sys.stderr)
         return 2
     output = args.output or findings_output(results)
+    readme = args.readme
+    if readme is None and args.results is None:
+        readme = repo_root(results) / "README.md"
+    expected = {output: render_results(results)}
+    if readme is not None:
+        if not readme.is_file():
+            print(f"error: --readme: {readme} is not a file", file=sys.stderr)
+            return 2
+        block = render_readme_block(load_findings(results / "figures"))
+        try:
+            expected[readme] = with_readme_block(readme.read_text(), block)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     if args.check:
-        current = output.read_text() if output.is_file() else None
-        if current != render_results(results):
-            print(f"{output} is out of date: run 'python -m vitlib.study.findings'", file=sys.stderr)
-            return 1
-        print(f"{output} is up to date")
-        return 0
-    print(f"wrote {output}: {summary_line(write_findings_md(results, output))}")
+        stale = [path for path, text in expected.items()
+                 if (path.read_text() if path.is_file() else None) != text]
+        for path in stale:
+            print(f"{path} is out of date: run 'python -m vitlib.study.findings'",
+                  file=sys.stderr)
+        if not stale:
+            print(" and ".join(str(path) for path in expected) + " up to date")
+        return 1 if stale else 0
+    for path, text in expected.items():
+        write_bytes_atomic(path, text.encode())
+    counts = summarize(load_findings(results / "figures"))
+    print(f"wrote {' and '.join(str(path) for path in expected)}: {summary_line(counts)}")
     return 0
 
 

@@ -34,7 +34,8 @@ from vitlib.files import write_bytes_atomic
 from vitlib.study.findings import summary_line, write_findings_md
 from vitlib.study.profiles import PROFILES
 from vitlib.study.provenance import source_state
-from vitlib.study.results import COMMITTED_ENV, findings_output, repo_root, results_dir
+from vitlib.study.results import (COMMITTED_ENV, committed_results_dir, findings_output, repo_root,
+                                  results_dir)
 
 # Minutes each notebook may take on a 2-core CPU from an empty run cache (DESIGN.md section 4).
 CPU_BUDGET_MINUTES = {"01": 2, "02": 30, "03": 30, "04": 20, "05": 35, "06": 30}
@@ -289,7 +290,10 @@ def main(argv=None) -> int:
     results = results_dir(args.profile)
     target = findings_output(results)
     if (results / "figures").is_dir():
-        counts = write_findings_md(results, target)
+        readme = repo_root(results) / "README.md"  # its generated results, for results/ only
+        if results.resolve() != committed_results_dir().resolve() or not readme.is_file():
+            readme = None
+        counts = write_findings_md(results, target, readme)
         print(f"findings ({target}): {summary_line(counts)}")
     return 0
 
