@@ -27,10 +27,11 @@ FULL_DATA = {"train_split": "train", "minival_split": "minival", "test_split": "
              "workers": 0, "shots": (1, 5, 10), "checkpoint_every": 4}
 TINY = {  # every size of each notebook's full profile, shrunk for a CPU
     "02": dict(lr=4e-3,
-               grid=dict(model="Atto/8", batch=16, steps=12, decays=[0.03, 3.0], seeds=[1],
-                         draws=(0, 1)),
+               grid=dict(model="Atto/8", batch=16, steps=12, decays=[0.03, 3.0],
+                         claim_seeds=[1, 2], draws=(0, 1)),
                axis=dict(model="Atto/8", batch=16, steps=12, body=1.0, heads=[0.1, 1.0, 10.0],
-                         seeds=[0, 1], pools=("map", "tok"))),
+                         seeds=[0, 1], pools=("map", "tok"), arms=[1.0, 10.0],
+                         claim_seeds=[2, 3])),
     "03": dict(model="Atto/8", batch=16, lengths=[8, 16, 32], warmup=2,
                lrs=[1e-3, 2e-3, 4e-3], timescales=[4, 8, 16], timescale_factor=2, seeds=[0, 1],
                eval_every=8, eval_subset=32),

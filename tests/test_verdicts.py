@@ -141,8 +141,8 @@ def test_earlier_exploratory_verdicts_are_shown_beside_the_confirmatory_one(tmp_
         f.claim("x", paper="p", measured=1, tolerance="t", verdict="holds", stage="final")
     text = _render(tmp_path, f)
     assert "confirmatory: **holds**" in text
-    assert "earlier, exploratory, commit abc1234def, seeds 0, 1, 2: does not hold: seed 0 " \
-           "also chose the lr" in text
+    assert "earlier, exploratory, commit abc1234def, seeds 0, 1, 2: does not hold (seed 0 " \
+           "also chose the lr)" in text
 
 
 def test_readme_block_is_generated_and_replaced_between_its_markers(tmp_path):

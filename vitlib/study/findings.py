@@ -145,6 +145,30 @@ def _check_parts(parts) -> list:
     return [dict(p) for p in parts]
 
 
+EXPLORATORY_DIR = "exploratory"  # results/exploratory/: findings whose protocol was then changed
+
+
+def earlier_verdict(notebook: str, statement_start: str, *, seeds=None,
+                    note: Optional[str] = None, results: Optional[Path] = None) -> dict:
+    """The verdict an earlier protocol gave, for ``Findings.claim(earlier=[...])``: read from
+    the findings JSON kept verbatim in ``results/exploratory/`` (the committed record before the
+    protocol changed), the claim whose statement starts with ``statement_start``; with the
+    commit that produced it, the seeds it rested on and a note on what changed."""
+    folder = Path(results or committed_results_dir()) / EXPLORATORY_DIR
+    path = folder / f"{notebook}_findings.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"notebook: no earlier findings of {notebook!r} in {folder}")
+    record = json.loads(path.read_text())
+    matches = [c for c in record["claims"] if c["statement"].startswith(statement_start)]
+    if len(matches) != 1:
+        raise ValueError(f"statement_start: {statement_start!r} matches {len(matches)} claims "
+                         f"of {path.name}; it must match exactly one")
+    claim = matches[0]
+    return {"verdict": claim["verdict"], "statement": claim["statement"],
+            "commit": (record.get("source") or {}).get("commit"),
+            "seeds": list(seeds) if seeds is not None else None, "note": note}
+
+
 class Findings:
     def __init__(self, notebook: str, profile: str, caveat: Optional[str] = None):
         """``caveat``: what every claim of this notebook must carry (e.g. an upstream that
@@ -273,7 +297,8 @@ def _fmt(value) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
     if isinstance(value, (list, tuple)):
-        return ", ".join(_fmt(v) for v in value)
+        return ", ".join(f"({_fmt(v)})" if isinstance(v, (list, tuple)) else _fmt(v)
+                         for v in value)
     return str(value)
 
 
@@ -331,8 +356,11 @@ def _verdict_cell(claim: dict) -> str:
     for old in claim.get("earlier") or []:
         seeds = f", seeds {_fmt(old['seeds'])}" if old.get("seeds") is not None else ""
         commit = f", commit {str(old['commit'])[:10]}" if old.get("commit") else ""
-        note = f": {old['note']}" if old.get("note") else ""
-        text += f"<br>earlier, exploratory{commit}{seeds}: {old['verdict']}{_cell(note)}"
+        note = f" ({old['note']})" if old.get("note") else ""
+        what = old.get("statement") or ""
+        what = f" \"{what[:60].rstrip()}...\"" if len(what) > 60 else (f" \"{what}\"" if what else "")
+        text += (f"<br>earlier, exploratory{commit}{seeds}:{_cell(what)} "
+                 f"{old['verdict']}{_cell(note)}")
     return text
 
 

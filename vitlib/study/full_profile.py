@@ -11,7 +11,8 @@ apart. The data, recipe and few-shot suite of every run: ``vitlib.study.full_set
 
 - 02: B/32, Adam with bf16 momentum, a 5 x 5 (head, body) decay grid at 30k steps, the two
   compared cells over 2 more seeds, and the head axis (MAP and class token) in the paper's
-  integrated range, 3 seeds.
+  integrated range over 3 seeds, its two fixed arms (head = body, the paper's head decay) over 3
+  fresh seeds.
 - 03: S/16 at 20k / 40k / 80k steps: lr (and rsqrt's timescale) tuned on minival, then warmup +
   rsqrt and warmup + constant, each one run with 10% cooldowns branched at each length,
   against linear and cosine trained per length; 3 seeds.
@@ -49,7 +50,8 @@ def _spec(name: str, variant, steps: int, count: int = 1, **kw) -> RunSpec:
 
 def weight_decay(sizes: Optional[dict] = None) -> list[RunSpec]:
     """Notebook 02's runs: the head x body grid (MAP, seed 0), the two compared cells over the
-    grid's seeds, and the head axis per pool over its seeds (extensions not priced)."""
+    claims' seeds, the head axis per pool over its seeds (extensions not priced), and the axis's
+    two fixed arms per pool over the claims' seeds."""
     s = sizes or study("02")
     g, a = s["grid"], s["axis"]
 
@@ -58,9 +60,12 @@ def weight_decay(sizes: Optional[dict] = None) -> list[RunSpec]:
                      batch_size=part["batch"], pool_type=pool)
 
     return [spec(f"{g['model']} head x body grid", g, len(g["decays"]) ** 2),
-            spec(f"{g['model']} 2 cells x {len(g['seeds'])} seeds", g, 2 * len(g["seeds"])),
+            spec(f"{g['model']} 2 cells x {len(g['claim_seeds'])} seeds", g,
+                 2 * len(g["claim_seeds"])),
             *[spec(f"{a['model']} head axis, {pool}", a, len(a["heads"]) * len(a["seeds"]), pool)
-              for pool in a["pools"]]]
+              for pool in a["pools"]],
+            *[spec(f"{a['model']} {len(a['arms'])} fixed arms, {pool}", a,
+                   len(a["arms"]) * len(a["claim_seeds"]), pool) for pool in a["pools"]]]
 
 
 # The sizes of each notebook's full profile: what its parameters cell reads (through
@@ -73,9 +78,11 @@ STUDIES = {
     # integrated, 3 seeds.
     "02": dict(lr=1e-3,
                grid=dict(model="B/32", batch=BATCH, steps=30_000,
-                         decays=[0.003, 0.03, 0.3, 3.0, 30.0], seeds=[1, 2], draws=(0, 1, 2, 3, 4)),
+                         decays=[0.003, 0.03, 0.3, 3.0, 30.0], claim_seeds=[1, 2],
+                         draws=(0, 1, 2, 3, 4)),
                axis=dict(model="B/32", batch=BATCH, steps=30_000, body=1.0,
-                         heads=[0.1, 1.0, 10.0, 100.0], seeds=[0, 1, 2], pools=("map", "tok"))),
+                         heads=[0.1, 1.0, 10.0, 100.0], seeds=[0, 1, 2], pools=("map", "tok"),
+                         arms=[1.0, 100.0], claim_seeds=[3, 4, 5])),
     # S/16, Adam with bf16 momentum, warmup + each schedule: lr (and rsqrt's timescale) chosen
     # on minival at the middle length, then every length over 3 seeds (the cpu profile's
     # protocol at the paper's sizes).
