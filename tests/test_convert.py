@@ -7,7 +7,7 @@ into vitlib and must give timm's logits and pre-logits on the same images, in fl
 vitlib and vitlib -> timm -> vitlib are bit-exact. timm is built with ``act_layer='gelu_tanh'``
 and ``fc_norm=False``: vitlib follows big_vision (tanh GELU, LayerNorm before GAP).
 
-torch and timm are test dependencies (``make test`` installs them; see README "Checkpoints").
+torch and timm are test dependencies (``make test`` installs them; see docs/checkpoints.md).
 The torchvision wheel on PyPI is a CUDA build whose C extension cannot load against the CPU
 torch; timm only uses torchvision's Python parts, so ``import_timm`` skips the fake-kernel
 registrations of the missing C ops (``torchvision._meta_registrations``) when, and only when,

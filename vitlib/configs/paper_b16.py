@@ -13,7 +13,7 @@ zero-initialised classifier, sigmoid cross-entropy with an initial head bias of 
 
 For ImageNet-1k: ``--set dataset=imagenet2012 --set model.head_bias_init=-6.9
 --set eval_splits="('minival=train[99%:]', 'test=validation')" --set train_split='train[:99%]'``
-(from scratch it overfits without AugReg-style regularisation; see the README).
+(from scratch it overfits without AugReg-style regularisation; see docs/full-profile.md).
 """
 from vitlib.configs import base
 

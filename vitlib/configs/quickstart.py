@@ -3,9 +3,9 @@ accuracy on sklearn digits.
 
 Nano/7 (width 128, depth 4, 16 tokens), 2,400 steps of 256, Adam, cosine schedule, decoupled
 weight decay 0.5, no augmentation (in ~10 epochs the model underfits; flips cost minival
-accuracy). Hyper-parameters were chosen on minival (runs trained on ``train``; README,
-"Quickstart"); this final run trains on all of the original training set (``train+minival``)
-and reports test accuracy.
+accuracy). Hyper-parameters were chosen on minival (runs trained on ``train``;
+docs/training.md, "The quickstart recipe"); this final run trains on all of the original
+training set (``train+minival``) and reports test accuracy.
 """
 from vitlib.configs import base
 

@@ -148,7 +148,7 @@ def full_setup(upstream: str = AUTO, data_dir: str = "", accelerator: str = "h10
         found = [n for n in UPSTREAMS if _prepared(n, data_dir)]
         if not found:
             raise ValueError(f"upstream: 'auto' found neither {sorted(UPSTREAMS)} in data_dir "
-                             f"{data_dir}; prepare one (README, 'Real data': python -m "
+                             f"{data_dir}; prepare one (docs/data.md: python -m "
                              f"vitlib.data.prepare build imagenet2012 ...) or set data_dir")
         upstream = found[0]
     elif not _prepared(upstream, data_dir):

@@ -195,7 +195,7 @@ def print_cpu_plan(args) -> int:
         print(f"== notebook {notebook.name[:2]} ({folder})", flush=True)
         if not any(folder.glob("*/result.json")):
             print(f"no finished runs cached; its measured time from an empty run cache is in "
-                  f"the README (budget {CPU_BUDGET_MINUTES.get(notebook.name[:2])} min)")
+                  f"docs/profiles.md (budget {CPU_BUDGET_MINUTES.get(notebook.name[:2])} min)")
             continue
         try:
             report = cpu_plan(folder)
