@@ -129,6 +129,13 @@ def part(label: str, value, verdict: str, *, se=None, mde=None, margin_se=None,
             "reason": reason, "margin_se": margin_se, **evidence}
 
 
+def _without_prefix(reason: str) -> str:
+    for prefix in REASONS:
+        if reason.startswith(prefix):
+            return reason[len(prefix):].strip()
+    return reason
+
+
 def _check_parts(parts) -> list:
     if not isinstance(parts, (list, tuple)) or not parts:
         raise ValueError(f"parts: must be a non-empty list of part records, got {parts!r}")
@@ -222,9 +229,9 @@ class Findings:
             if (reason is None and verdict == "inconclusive" and open_parts
                     and all(str(p.get("reason") or "").startswith(REASONS) for p in open_parts)):
                 # Every open part says why it could not be decided: so does the claim.
-                reason = "; ".join(f"{p['label']}: {p['reason']}" for p in open_parts)
-                reason = next(r for r in REASONS if open_parts[0]["reason"].startswith(r)) + \
-                    " " + reason
+                first = next(r for r in REASONS if open_parts[0]["reason"].startswith(r))
+                reason = first + " " + "; ".join(
+                    f"{p['label']}: {_without_prefix(p['reason'])}" for p in open_parts)
             if basis is None and noise is None and any(p.get("se") is not None for p in parts):
                 basis = "paired seeds"
         if verdict not in VERDICTS:
