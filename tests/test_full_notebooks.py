@@ -33,7 +33,7 @@ TINY = {  # every size of each notebook's full profile, shrunk for a CPU
                          seeds=[0, 1], pools=("map", "tok"), arms=[1.0, 10.0],
                          claim_seeds=[2, 3])),
     "03": dict(model="Atto/8", batch=16, lengths=[8, 16, 32], warmup=2,
-               lrs=[1e-3, 2e-3, 4e-3], timescales=[4, 8, 16], timescale_factor=2, seeds=[0, 1],
+               lrs=[1e-3, 2e-3, 4e-3], timescales=[4, 8, 16], timescale_factor=2, seeds=[1, 2],
                eval_every=8, eval_subset=32),
     "04": dict(state_variants=["Ti/16", "B/16"], plan_variants=["Ti/16"], batch_per_device=2,
                token_variants={"/14": "Ti/14", "/16": "Ti/16"}, token_batch=2,

@@ -171,3 +171,21 @@ def test_committed_readme_summary_is_what_the_committed_jsons_generate():
     readme = (ROOT / "README.md").read_text()
     assert readme == with_readme_block(readme, render_readme_block(records)), \
         "README.md's results at a glance are stale: run 'python -m vitlib.study.findings'"
+
+
+def test_best_or_tied_counts_a_tie_only_when_it_is_powered():
+    from vitlib.study.statistics import paired_best_or_tied
+
+    linear = [0.80, 0.81, 0.82, 0.83]
+    assert paired_best_or_tied(linear, [x - 0.02 for x in linear], 0.01).verdict == "holds"
+    beaten = paired_best_or_tied(linear, [x + 0.02 + 0.001 * i for i, x in enumerate(linear)], 0.01)
+    assert beaten.verdict == "does not hold" and beaten.difference > 0
+    tied = paired_best_or_tied(linear, [x + d for x, d in zip(linear, (0.001, -0.001, 0.0005, 0))],
+                               0.01)
+    assert tied.verdict == "holds" and tied.reason is None  # |d| + 2 se well under 0.01
+    # Noisy differences around zero: no tie can be shown (2 se > 0.01), so not 'holds'.
+    noisy = paired_best_or_tied(linear, [x + d for x, d in zip(linear, (0.02, -0.02, 0.015, -0.012))],
+                                0.01)
+    assert noisy.verdict == "inconclusive" and noisy.reason.startswith("underpowered:")
+    with pytest.raises(ValueError, match="tie_margin"):
+        paired_best_or_tied(linear, linear, 0.0)

@@ -88,7 +88,7 @@ STUDIES = {
     # protocol at the paper's sizes).
     "03": dict(model="S/16", batch=BATCH, lengths=[20_000, 40_000, 80_000], warmup=4_000,
                lrs=[5e-4, 1e-3, 2e-3], timescales=[2_000, 10_000, 50_000], timescale_factor=5,
-               seeds=[0, 1, 2], eval_every=5_000, eval_subset=10_000),
+               seeds=[1, 2, 3], eval_every=5_000, eval_subset=10_000),  # seed 0 tunes
     # The memory study for every Table 2 variant (no training), the planner at the paper's 32
     # images per device with FSDP on the host's devices; the dynamics: B/16 with its 12 heads
     # under each optimizer, 20k steps (past Adafactor's 0.999 cap at update 5,624), lr per

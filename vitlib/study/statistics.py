@@ -271,8 +271,23 @@ def paired_greater(a, b, k: float = 2.0, margin: float = 0.0) -> PairedVerdict:
                          margin_in_se("greater", d.mean, d.se, k, margin))
 
 
-def paired_tie(a, b, margin: float, k: float = 2.0) -> PairedVerdict:
-    """"``a`` and ``b`` are tied": an equivalence at ``margin`` (``paired_within``) whose power
-    is fixed beforehand: a tie only counts when ``k se`` is below ``margin``; otherwise the
-    verdict is ``inconclusive (underpowered: ...)``, whatever the difference."""
-    return paired_within(a, b, margin, k)
+def paired_best_or_tied(reference, other, tie_margin: float, k: float = 2.0) -> PairedVerdict:
+    """"``reference`` is best or tied with ``other``", on the per-seed differences
+    ``other - reference``: ``does not hold`` when ``other`` is above beyond ``k se``; ``holds``
+    when ``reference`` is above beyond ``k se``, or when the two are tied as an equivalence
+    (``|d| + k se <= tie_margin``), a tie counting only when ``k se`` is below the margin
+    fixed beforehand; otherwise ``inconclusive``, ``underpowered`` when no tie could have been
+    shown at this noise. ``difference`` is ``other - reference``."""
+    if not tie_margin > 0:
+        raise ValueError(f"tie_margin: must be a number > 0, got {tie_margin!r}")
+    above = paired_greater(other, reference, k)
+    if above.reason or above.verdict != "inconclusive":
+        verdict = {"holds": "does not hold", "does not hold": "holds"}.get(above.verdict,
+                                                                            above.verdict)
+        return dataclasses.replace(above, verdict=verdict)
+    tie = paired_within(other, reference, tie_margin, k)
+    if tie.verdict == "holds":
+        return tie
+    margins = [m for m in (above.margin_se, tie.margin_se) if m is not None]
+    return dataclasses.replace(tie, verdict="inconclusive",
+                               margin_se=min(margins) if margins else None)
