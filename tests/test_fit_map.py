@@ -84,3 +84,45 @@ def test_temporaries_breakdown_names_the_gradient_tree():
     assert [r["program"] for r in report["rows"]][-2:] == [
         "train step (adafactor_bv)", "train step, bfloat16 params (adafactor_bv)"]
     assert "GiB" in report["explanation"]
+
+
+def _plan(name, setting, total, argument, remat=True):
+    return {"name": name, "setting": setting, "remat": remat, "total_gib": total,
+            "argument_gib": argument, "temp_gib": total - argument}
+
+
+def test_fits_are_counted_per_setting_and_undecided_shapes_are_left_out():
+    from vitlib.analysis.fit_map import fits_per_setting
+
+    order = ["weak", "middle", "strong"]
+    rows = [
+        # fits only with the strongest saving, every verdict decided (arguments > 16 or fits)
+        *[_plan("a", s, t, g) for s, t, g in (("weak", 30, 17), ("middle", 25, 16.5),
+                                              ("strong", 15, 8))],
+        # fits with the weak setting but not the middle one: a cumulative count would hide it
+        *[_plan("b", s, t, g) for s, t, g in (("weak", 15, 5), ("middle", 20, 17),
+                                              ("strong", 14, 4))],
+        # plans 20 GiB with 10 GiB of arguments under 'middle': decided by buffer assignment
+        *[_plan("c", s, t, g) for s, t, g in (("weak", 30, 17), ("middle", 20, 10),
+                                              ("strong", 12, 6))],
+        _plan("d", "weak", 1, 1, remat=False),  # another remat: ignored
+    ]
+    out = fits_per_setting(rows, order, remat=True, core_gib=16)
+    assert out["undecided"] == ["c"] and out["decided"] == ["a", "b"]
+    assert out["counts"] == {"weak": 1, "middle": 0, "strong": 2}  # not 1, 1, 2 cumulatively
+    # A measured, tighter lower bound decides c's middle plan (cannot fit even so).
+    tight = fits_per_setting(rows, order, True, 16, lower_bounds={("c", "middle"): 16.5})
+    assert tight["undecided"] == [] and tight["counts"] == {"weak": 1, "middle": 0, "strong": 3}
+    with pytest.raises(ValueError, match=r"rows: shapes \['e'\] lack a plan"):
+        fits_per_setting(rows + [_plan("e", "weak", 1, 1)], order, True, 16)
+
+
+def test_a_stronger_saving_that_plans_more_memory_is_flagged_with_its_cause():
+    from vitlib.analysis.fit_map import saving_reversals
+
+    rows = [_plan("x", "weak", 70, 20), _plan("x", "middle", 62.38, 15),
+            _plan("x", "strong", 62.62, 9), _plan("y", "weak", 10, 5), _plan("y", "middle", 9, 4),
+            _plan("y", "strong", 8, 3)]
+    flagged = saving_reversals(rows, ["weak", "middle", "strong"])
+    assert [(f["name"], f["weaker"], f["stronger"]) for f in flagged] == [("x", "middle", "strong")]
+    assert flagged[0]["argument_gib"] == (15, 9) and flagged[0]["temp_gib"][1] > flagged[0]["temp_gib"][0]

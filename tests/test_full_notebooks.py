@@ -56,7 +56,8 @@ TINY = {  # every size of each notebook's full profile, shrunk for a CPU
                train=dict(batch=16, steps=10, lr=2e-3, seeds=[0, 1], resolution_model="Atto",
                           pairs=[(32, 8), (48, 12)], centre=dict(width=32, depth=2, mlp_dim=128),
                           shapes=["centre", "depth x2", "all x1.25"], shape_patch=8,
-                          ladder=[10, 20], shape_seeds=[0, 1])),
+                          ladder=[10, 20], shape_seeds=[0],
+                          shape_claim_seeds=[1, 2])),
 }
 
 

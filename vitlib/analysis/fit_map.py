@@ -211,3 +211,57 @@ def first_fitting_setting(rows: list[dict], settings: Iterable[str], remat: bool
         if row["fits"] and (best is None or order.index(row["setting"]) < best):
             first[row["name"]] = order.index(row["setting"])
     return first
+
+
+def fits_per_setting(rows: list[dict], settings: Iterable[str], remat: bool, core_gib: float,
+                     lower_bounds: Optional[dict] = None) -> dict:
+    """How many shapes fit under each setting on its own (not cumulatively: a setting that
+    planned more memory than a weaker one could lower the count), over the shapes whose every
+    fit verdict the planner decides.
+
+    A plan decides its verdict when it fits as planned (``total_gib <= core_gib``) or cannot fit
+    even without the step's gradient tree and optimizer intermediates: its lower bound (the
+    arguments, parameters and optimizer state, or ``lower_bounds[(name, setting)]`` where a
+    tighter one was measured) exceeds the core. Between the two the verdict turns on XLA:CPU's
+    buffer assignment, so a shape with any such plan is left out (``undecided``).
+
+    Returns ``{"counts": {setting: n}, "undecided": [names], "decided": [names],
+    "fits": {setting: [names]}}``."""
+    order = list(settings)
+    lower_bounds = lower_bounds or {}
+    by_shape: dict = {}
+    for row in rows:
+        if row["remat"] == remat and row["setting"] in order:
+            by_shape.setdefault(row["name"], {})[row["setting"]] = row
+    missing = sorted(n for n, plans in by_shape.items() if set(plans) != set(order))
+    if missing:
+        raise ValueError(f"rows: shapes {missing} lack a plan for some of the settings {order}")
+    undecided, decided = [], []
+    for name, plans in sorted(by_shape.items()):
+        lows = {s: float(lower_bounds.get((name, s), plans[s]["argument_gib"])) for s in order}
+        if all(plans[s]["total_gib"] <= core_gib or lows[s] > core_gib for s in order):
+            decided.append(name)
+        else:
+            undecided.append(name)
+    fits = {s: [n for n in decided if by_shape[n][s]["total_gib"] <= core_gib] for s in order}
+    return {"counts": {s: len(fits[s]) for s in order}, "fits": fits, "undecided": undecided,
+            "decided": decided}
+
+
+def saving_reversals(rows: list[dict], settings: Iterable[str]) -> list[dict]:
+    """The plans where a stronger saving (later in ``settings``) plans more memory in total than
+    the setting before it, for the same shape and remat, with the arguments and temporaries of
+    both, so that a reader sees where the excess comes from."""
+    order = list(settings)
+    plans = {(r["name"], r["remat"], r["setting"]): r for r in rows}
+    reversals = []
+    for (name, remat, setting), stronger in sorted(plans.items(), key=lambda kv: str(kv[0])):
+        i = order.index(setting) if setting in order else -1
+        weaker = plans.get((name, remat, order[i - 1])) if i >= 1 else None
+        if weaker is not None and stronger["total_gib"] > weaker["total_gib"]:
+            reversals.append({
+                "name": name, "remat": remat, "weaker": weaker["setting"], "stronger": setting,
+                "total_gib": (weaker["total_gib"], stronger["total_gib"]),
+                "argument_gib": (weaker["argument_gib"], stronger["argument_gib"]),
+                "temp_gib": (weaker["temp_gib"], stronger["temp_gib"])})
+    return reversals
