@@ -360,6 +360,8 @@ def _measured(claim: dict) -> str:
 def _verdict_cell(claim: dict) -> str:
     stage = f"{claim['stage']}: " if claim.get("stage") else ""
     text = f"{stage}**{claim['verdict']}** ({_cell(_power(claim))})"
+    if claim.get("confirmation"):
+        text += f"<br>confirmation: {_cell(claim['confirmation'])}"
     for old in claim.get("earlier") or []:
         seeds = f", seeds {_fmt(old['seeds'])}" if old.get("seeds") is not None else ""
         commit = f", commit {str(old['commit'])[:10]}" if old.get("commit") else ""
