@@ -58,8 +58,24 @@ def test_fit_map_legend_lists_only_the_settings_drawn_and_explains_the_shade():
              {"column": 2, "row": 1, "label": "y", "first": None, "speed": 0.5}]
     plotting.fit_blocks(ax, cells, [1, 2], [1], ["first", "second", "third"], "t")
     legend = ax.get_legend()
-    assert [t.get_text() for t in legend.get_texts()] == ["fits from: first", "fits in none"]
-    assert "slower" in legend.get_title().get_text()
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert texts[:2] == ["fits from: first", "fits in none"]
+    # The shade has swatches of its own: the full colour and a paler one.
+    assert texts[2:] == ["fastest (most images/s)",
+                         "paler = slower (images/s from the step's FLOPs)"]
+    full, pale = legend.legend_handles[2].get_facecolor(), legend.legend_handles[3].get_facecolor()
+    assert all(p >= f for p, f in zip(pale[:3], full[:3])) and pale[:3] != full[:3]
+
+
+def test_fit_map_hatches_the_shapes_whose_fit_the_planner_cannot_decide():
+    fig, ax = plt.subplots()
+    cells = [{"column": 1, "row": 1, "label": "G/14", "first": None, "speed": 0.5,
+              "undecided": True},
+             {"column": 2, "row": 1, "label": "y", "first": 0, "speed": 1.0}]
+    plotting.fit_blocks(ax, cells, [1, 2], [1], ["first"], "t")
+    hatches = [patch.get_hatch() for patch in ax.patches]
+    assert hatches == ["///", None]
+    assert any("buffer assignment" in t.get_text() for t in ax.get_legend().get_texts())
 
 
 def test_schedules_figure_explains_its_line_styles():

@@ -189,3 +189,30 @@ def test_best_or_tied_counts_a_tie_only_when_it_is_powered():
     assert noisy.verdict == "inconclusive" and noisy.reason.startswith("underpowered:")
     with pytest.raises(ValueError, match="tie_margin"):
         paired_best_or_tied(linear, linear, 0.0)
+
+
+def test_exploratory_records_are_verbatim_earlier_results_and_earlier_verdicts_quote_them():
+    """results/exploratory/ holds findings JSONs exactly as committed before their protocols
+    changed (some commit of results/figures/ has the same bytes), and every 'earlier' verdict a
+    committed claim shows is one of those records' claims, with its verdict and commit."""
+    import subprocess
+
+    folder = ROOT / "results" / "exploratory"
+    records = {}
+    for path in sorted(folder.glob("*_findings.json")):
+        target = f"results/figures/{path.name}"
+        commits = subprocess.run(["git", "log", "--format=%H", "--", target], cwd=ROOT,
+                                 capture_output=True, text=True, check=True).stdout.split()
+        versions = [subprocess.run(["git", "show", f"{c}:{target}"], cwd=ROOT,
+                                   capture_output=True).stdout for c in commits]
+        assert path.read_bytes() in versions, f"{path.name} is not a committed version of {target}"
+        records[path.name.removesuffix("_findings.json")] = json.loads(path.read_text())
+    assert records, "results/exploratory/ holds no earlier findings"
+    for path in sorted((ROOT / "results" / "figures").glob("*_findings.json")):
+        for claim in json.loads(path.read_text())["claims"]:
+            for old in claim.get("earlier") or []:
+                notebook = path.name.removesuffix("_findings.json")
+                source = records[notebook]
+                match = [c for c in source["claims"] if c["statement"] == old["statement"]]
+                assert len(match) == 1 and match[0]["verdict"] == old["verdict"], old
+                assert old["commit"] == source["source"]["commit"]

@@ -268,8 +268,10 @@ def fit_blocks(ax, cells: list[dict], columns: list, rows: list, settings: list[
                title: str, marked: tuple = ()):
     """Figure 8's panel: one block per shape at (``column``, ``row``) of ``cells`` (dicts with
     ``column``, ``row``, ``label``, ``first`` = index into ``settings`` of the first setting in
-    which the shape fits or None, ``speed`` in (0, 1] = relative images/s); colour = that
-    setting, shade = speed, grey = fits in none; labels in ``marked`` outlined in red."""
+    which the shape fits or None, ``speed`` in (0, 1] = relative images/s, and optionally
+    ``undecided`` = the plan's fit turns on XLA:CPU's buffer assignment, not on the model);
+    colour = that setting, shade = speed, grey = fits in none, hatched = undecided; labels in
+    ``marked`` outlined in red."""
     from matplotlib.colors import to_rgb
     from matplotlib.patches import Patch, Rectangle
 
@@ -283,7 +285,8 @@ def fit_blocks(ax, cells: list[dict], columns: list, rows: list, settings: list[
             face = tuple(1 - shade * (1 - c) for c in base)
         edge = "red" if cell["label"] in marked else "white"
         ax.add_patch(Rectangle((x - 0.45, y - 0.45), 0.9, 0.9, facecolor=face, edgecolor=edge,
-                               lw=2.5 if edge == "red" else 1))
+                               lw=2.5 if edge == "red" else 1,
+                               hatch="///" if cell.get("undecided") else None))
         if cell["label"] in marked:
             ax.text(x, y, cell["label"], ha="center", va="center", fontsize=7)
     ax.set_xlim(-0.6, len(columns) - 0.4)
@@ -296,6 +299,12 @@ def fit_blocks(ax, cells: list[dict], columns: list, rows: list, settings: list[
                for i, (c, s) in enumerate(zip(colours, settings)) if i in shown]
     if None in shown:
         handles.append(Patch(color=(0.85, 0.85, 0.85), label="fits in none"))
+    pale = tuple(1 - 0.25 * (1 - c) for c in colours[0])
+    handles += [Patch(facecolor=colours[0], label="fastest (most images/s)"),
+                Patch(facecolor=pale, label="paler = slower (images/s from the step's FLOPs)")]
+    if any(cell.get("undecided") for cell in cells):
+        handles.append(Patch(facecolor="white", edgecolor="black", hatch="///",
+                             label="fit decided by XLA:CPU's buffer assignment\n"
+                                   "(the planner cannot test it)"))
     ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1),
-              title="paler = slower (relative images/s\nfrom the step's FLOPs)",
-              title_fontsize=7)
+              title="XLA:CPU plan of one device", title_fontsize=7)
