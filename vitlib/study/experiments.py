@@ -4,13 +4,16 @@ Each run lives in ``ROOT/<name>-<hash of its config and the numerics version>``;
 (result.json whose config and numerics version equal the requested ones) is read back instead of
 retrained, and an interrupted one resumes from its last checkpoint, so a long sweep never loses
 finished work. ``branch`` makes cooldown branches: many training lengths from one run.
+
+Sweeps share the runs folder safely: a run that another process is training (a second sweep, a
+notebook) is waited for, with a line saying which, and then read back, never trained twice.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import ml_collections
 from tqdm import tqdm
@@ -18,6 +21,7 @@ from tqdm import tqdm
 from vitlib.configs import from_record, load_config, set_fields
 from vitlib.files import write_json
 from vitlib.optim.schedules import LENGTH_FREE_KINDS
+from vitlib.train import workdir_lock
 from vitlib.train.loop import NUMERICS_VERSION, fit
 from vitlib.train.workdir import finished_result, plain
 
@@ -49,13 +53,30 @@ def _same_record_value(key: str, stored, wanted) -> bool:
     return stored == wanted
 
 
+def _once(workdir: Path, read_cached: Callable[[], Optional[dict]],
+          train: Callable[[], dict]) -> dict:
+    """The cached result of the run in ``workdir``, else ``train()`` as its one writer; while
+    another process trains it, wait (saying so), then read it back (or resume it, if that
+    process stopped before the end)."""
+    while True:
+        cached = read_cached()
+        if cached is not None:
+            return cached
+        try:
+            with workdir_lock.hold(workdir):
+                cached = read_cached()  # finished by the writer waited for
+                return cached if cached is not None else train()
+        except workdir_lock.WorkdirBusy as busy:
+            print(f"waiting for run {workdir.name}: {workdir_lock.describe(busy.owner)} is "
+                  f"training it", flush=True)
+            workdir_lock.wait_until_free(workdir)
+
+
 def run_cached(config: ml_collections.ConfigDict, root, name: str = "run") -> dict:
     """``fit``'s result for ``config``, trained only if no finished run of it is cached."""
     workdir = Path(root) / f"{name}-{config_hash(config)}"
-    cached = _read_cached(workdir, config, {})
-    if cached is not None:
-        return cached
-    return {**fit(config, workdir, progress=False), "workdir": str(workdir), "cached": False}
+    return _once(workdir, lambda: _read_cached(workdir, config, {}), lambda: {
+        **fit(config, workdir, progress=False), "workdir": str(workdir), "cached": False})
 
 
 def branch_config(parent_config: ml_collections.ConfigDict, at_step: int,
@@ -110,13 +131,13 @@ def branch(parent: dict, at_step: int, cooldown_steps: int, root=None,
               "images_trained_here": cooldown_steps * config.batch_size}
     workdir = Path(root or parent_workdir.parent) / (
         f"{name}-{config_hash(config, parent=parent_workdir.name, at_step=at_step)}")
-    cached = _read_cached(workdir, config, record)
-    if cached is not None:
-        return cached
-    result = {**fit(config, workdir, progress=False,
-                    start_from=(parent_workdir / "branch_points", at_step)), **record}
-    write_json(workdir / "result.json", result)
-    return {**result, "workdir": str(workdir), "cached": False}
+
+    def train() -> dict:
+        result = {**fit(config, workdir, progress=False,
+                        start_from=(parent_workdir / "branch_points", at_step)), **record}
+        write_json(workdir / "result.json", result)
+        return {**result, "workdir": str(workdir), "cached": False}
+    return _once(workdir, lambda: _read_cached(workdir, config, record), train)
 
 
 def cooldown_lengths(lengths, cooldown_fraction: float) -> list[tuple[int, int]]:

@@ -8,6 +8,7 @@
 - ``steps``: losses and the train / eval / feature steps (micro-batched)
 - ``sharding``: the device mesh, batch and FSDP state shardings
 - ``checkpoints``: orbax checkpoints written atomically
+- ``workdir_lock``: one process writes a workdir at a time
 - ``compile_cache``: JAX's persistent compilation cache
 - ``finetune``: fine-tuning a trained run on another dataset (``python -m vitlib.train.finetune``)
 - ``cli``: ``python -m vitlib.train``

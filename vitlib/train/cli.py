@@ -6,7 +6,9 @@ Writes ``WORKDIR/metrics.jsonl``, orbax checkpoints under ``WORKDIR/checkpoints`
 config and totals and, at the end, ``WORKDIR/result.json``. Running the same command again
 resumes from the last checkpoint (or, for a finished run, prints its record); a workdir of
 another config is refused unless --restart clears it. Ctrl-C or SIGTERM (preemption) stops at
-the next step with a checkpoint.
+the next step with a checkpoint. One process trains a workdir at a time: a second one stops at
+once, naming the first; a lock left by a process of another host is broken only with
+--break-lock. A file that cannot be written (disk full) stops the run; the same command resumes.
 
 Several hosts: start the same command on every host with ``--coordinator HOST:PORT
 --num_processes N --process_id I`` (or ``--distributed`` where JAX finds them itself: TPU VMs,
@@ -53,6 +55,9 @@ def main(argv=None) -> int:
     parser.add_argument("--restart", action="store_true",
                         help="delete the run in WORKDIR (checkpoints, metrics, result) and "
                              "train afresh")
+    parser.add_argument("--break-lock", action="store_true",
+                        help="take over WORKDIR's lock left by a process of another host that "
+                             "no longer runs (says whose lock it breaks)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     hosts = parser.add_argument_group("several processes (jax.distributed)")
     hosts.add_argument("--distributed", action="store_true",
@@ -66,7 +71,8 @@ def main(argv=None) -> int:
     try:
         start_distributed(args)
         config = apply_overrides(load_config(args.config), args.set)
-        result = fit(config, args.workdir, progress=not args.no_progress, restart=args.restart)
+        result = fit(config, args.workdir, progress=not args.no_progress, restart=args.restart,
+                     break_lock=args.break_lock)
     except (ValueError, NonFiniteLossError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -14,9 +14,14 @@ Writes ``WORKDIR/metrics.jsonl`` (one JSON record per log interval and per evalu
 checkpoints under ``WORKDIR/checkpoints`` and the run's config and totals (``workdir``).
 Running it again resumes from the last checkpoint and ends with the same parameters as an
 uninterrupted run. A non-finite loss stops the run and keeps the last good checkpoint.
+
+One process writes a workdir at a time (``workdir_lock``), and a file that cannot be written
+(no space left, a read-only folder) stops the run with the checkpoints and records before it
+kept (``WorkdirWriteFailed``), so that the same call resumes once it can write.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -28,7 +33,8 @@ import numpy as np
 from tqdm import tqdm
 
 from vitlib.data.batches import Prefetcher
-from vitlib.files import write_bytes_atomic, write_json
+from vitlib.files import WriteFailed, append_line, write_bytes_atomic, write_json
+from vitlib.train import workdir_lock
 from vitlib.train.build import Run, build_run, check_config
 from vitlib.train.evaluation import Evaluator
 from vitlib.train.interrupt import RunInterrupted, stop_on_interrupt
@@ -36,7 +42,8 @@ from vitlib.train.resume import starting_state
 from vitlib.train.sharding import host_rows, replicated, shard_local_rows
 from vitlib.train.steps import params_sha256
 from vitlib.train.workdir import (Progress, check_belongs, clear_run, finished_result, plain,
-                                  prepare_workdir, read_progress, record_config, write_progress)
+                                  prepare_workdir, read_progress, record_config,
+                                  stopped_by_failed_write, write_progress)
 
 # Bump when a change alters the numbers an unchanged config produces (params_sha256, losses):
 # cached sweep results carry it in their key, so old results are retrained instead of mixed in.
@@ -54,7 +61,8 @@ class NonFiniteLossError(RuntimeError):
 
 
 def fit(config, workdir, init_params: Optional[Callable] = None, progress: bool = True,
-        start_from: Optional[tuple] = None, restart: bool = False) -> dict:
+        start_from: Optional[tuple] = None, restart: bool = False,
+        break_lock: bool = False) -> dict:
     """Train to ``config.total_steps`` (resuming from WORKDIR's last checkpoint) and evaluate.
 
     A finished run of the same config is read back, its record untouched. A workdir holding a
@@ -65,16 +73,42 @@ def fit(config, workdir, init_params: Optional[Callable] = None, progress: bool 
     continues at ``step`` with this config's schedule, seeing the batches a run from scratch
     would see from that step on. Ctrl-C stops at the next step with a checkpoint
     (``RunInterrupted``).
+
+    While it trains, the workdir is locked to this process: another process training it stops
+    at once (``workdir_lock.WorkdirBusy``), writing nothing; ``break_lock`` breaks a lock that
+    a process of another host left. A file that cannot be written stops the run
+    (``WorkdirWriteFailed``: which file, and why), with the checkpoints and records before it
+    kept.
     """
     check_config(config)
     call_start = time.perf_counter()
     workdir, created = prepare_workdir(workdir)
-    if restart and clear_run(workdir):
-        print(f"restart: cleared the run in {workdir}", flush=True)
+    if not restart and (finished := _read_back(workdir, config)) is not None:
+        return finished
+    writer = (workdir_lock.hold(workdir, break_lock, release_on_sigterm=jax.process_count() == 1)
+              if is_primary() else contextlib.nullcontext())  # one process writes the files
+    try:
+        with writer:
+            return _train(config, workdir, created, call_start, init_params, progress,
+                          start_from, restart)
+    except WriteFailed as err:
+        raise stopped_by_failed_write(workdir, err) from None
+
+
+def _read_back(workdir: Path, config) -> Optional[dict]:
     finished = finished_result(workdir, config, NUMERICS_VERSION)
     if finished is not None:
         print(f"finished run read back from {workdir / 'result.json'} (--restart trains it "
               f"again)", flush=True)
+    return finished
+
+
+def _train(config, workdir: Path, created: bool, call_start: float, init_params, progress: bool,
+           start_from, restart: bool) -> dict:
+    """``fit``'s parts 0-4, as the workdir's one writer."""
+    if restart and clear_run(workdir):
+        print(f"restart: cleared the run in {workdir}", flush=True)
+    elif (finished := _read_back(workdir, config)) is not None:  # finished by the last writer
         return finished
     check_belongs(workdir, config)
     try:
@@ -128,14 +162,22 @@ class MetricsLog:
         self.path = path
         if path.exists() and is_primary():
             kept = [line for line in path.read_text().splitlines()
-                    if line and json.loads(line)["step"] <= resume_step]
+                    if (step := _step_of(line)) is not None and step <= resume_step]
             write_bytes_atomic(path, "".join(line + "\n" for line in kept).encode())
 
     def write(self, record: dict) -> None:
         if not is_primary():
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_line(self.path, json.dumps(record))  # the whole line or nothing
+
+
+def _step_of(line: str) -> Optional[int]:
+    """The step of a metrics record; None for a line cut short (a write of an older vitlib that
+    failed part way)."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class StepMetrics:

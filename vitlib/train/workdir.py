@@ -6,6 +6,10 @@
 - ``progress.json``: the run's totals (steps trained, times, last loss) at each checkpoint, so
   the times and rates of a resumed run cover the whole run, not only its last part.
 - ``checkpoints/``, ``branch_points/``, ``metrics.jsonl`` and, once finished, ``result.json``.
+- ``writer.lock`` while a process trains it (``workdir_lock``).
+
+A file that cannot be written stops the run (``WorkdirWriteFailed``); what was written before
+it stays whole, so the same command resumes once there is space.
 """
 from __future__ import annotations
 
@@ -28,6 +32,20 @@ EVAL_ONLY_KEYS = ("log_every", "eval_every", "eval_subset", "eval_batch_size", "
 
 class WorkdirMismatch(ValueError):
     """The workdir holds a run of another config."""
+
+
+class WorkdirWriteFailed(ValueError):
+    """A file of the run could not be written; the run stopped, keeping what it had written."""
+
+
+def stopped_by_failed_write(workdir: Path, err: OSError) -> WorkdirWriteFailed:
+    """The one-line error of a run stopped by ``err`` (a ``vitlib.files.WriteFailed``)."""
+    steps = saved_steps(workdir / "checkpoints")
+    kept = (f"its checkpoint at step {steps[-1]} and the records up to it are kept"
+            if steps else "it had saved no checkpoint yet")
+    return WorkdirWriteFailed(
+        f"could not write {err.filename}: {err.strerror}; the run stopped and {kept}. Free "
+        f"some space (or make the folder writable) and run the same command again to resume.")
 
 
 def plain(config) -> dict:
