@@ -85,3 +85,13 @@ def test_schedules_figure_explains_its_line_styles():
                                     [{"label": "rsqrt:150", "step": 1, "value": 0.6}], "acc", "t")
     texts = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
     assert any("main run" in t for t in texts) and any("branch" in t for t in texts)
+
+
+def test_figure2_panel_draws_a_reference_law_and_a_note():
+    fig, ax = plt.subplots()
+    rows = [{"m": "A", "d": 1, "c": 1.0, "e": 0.5}, {"m": "A", "d": 1, "c": 10.0, "e": 0.3}]
+    plotting.compute_vs_error(ax, rows, "m", "d", "c", "e", reference=([1, 10], [0.6, 0.4], "printed"),
+                              note="(inferred): label inferred")
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["printed"].get_ydata()) == [0.6, 0.4] and lines["printed"].get_linestyle() == ":"
+    assert any(t.get_text() == "(inferred): label inferred" for t in ax.texts)

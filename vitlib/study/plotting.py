@@ -111,11 +111,14 @@ def _data_sizes(rows: list[dict], data: str) -> list:
 
 def compute_vs_error(ax, rows: list[dict], model: str, data: str, compute: str, error: str,
                      fit=None, band=None, frontier=None, title: str = "",
-                     xlabel: str = "training FLOPs", ylabel: str = ""):
+                     xlabel: str = "training FLOPs", ylabel: str = "", reference=None,
+                     note: str = ""):
     """Figure 2's panel: error vs compute on log-log axes, colour = model (in the order rows
     first name them), marker = data size (smallest first), the same (model, data) joined
     across lengths; ``frontier`` (compute, error) of the Pareto frontier circled; ``fit``
-    (compute, error) drawn as a line and ``band`` (compute, lo, hi) shaded."""
+    (compute, error) drawn as a line and ``band`` (compute, lo, hi) shaded; ``reference``
+    (compute, error, label) another law drawn dotted (e.g. the paper's printed one); ``note``
+    a line of text under the axes (what a label in the legend means)."""
     models = list(dict.fromkeys(r[model] for r in rows))
     datas = _data_sizes(rows, data)
     colours = _model_colours(models)
@@ -132,6 +135,11 @@ def compute_vs_error(ax, rows: list[dict], model: str, data: str, compute: str, 
                         label="bootstrap band")
     if fit is not None:
         ax.plot(fit[0], fit[1], "k--", lw=1.2, label="fitted law (frontier)")
+    if reference is not None:
+        ax.plot(reference[0], reference[1], ":", color="C3", lw=1.6, label=reference[2])
+    if note:
+        ax.annotate(note, (0, 0), xytext=(0, -34), xycoords="axes fraction",
+                    textcoords="offset points", fontsize=7, va="top")
     if frontier is not None:
         ax.scatter(frontier[0], frontier[1], s=70, facecolors="none", edgecolors="k", lw=0.8,
                    zorder=4, label="Pareto frontier")
