@@ -22,11 +22,14 @@ help:
 # The virtual environment with the pinned packages and vitlib (editable); rebuilt when pins change.
 # The pins include the `test` extra (CPU torch, torchvision, timm: tests/test_convert.py compares
 # checkpoint conversion with timm), about 30 s of the install.
-$(STAMP): requirements.lock pyproject.toml
+# vitlib.torchvision_cpu writes a .pth that lets `import timm` load PyPI's (CUDA) torchvision
+# beside the CPU torch wheel (see docs/checkpoints.md).
+$(STAMP): requirements.lock pyproject.toml vitlib/torchvision_cpu.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
 		--no-build-isolation -e .
+	$(BIN)/python -m vitlib.torchvision_cpu
 	@touch $@
 
 install: $(STAMP)
