@@ -3,6 +3,10 @@
     python -m vitlib.models.convert --from B_16.npz --to B_16.safetensors
     python -m vitlib.models.convert --from vit_s16.safetensors --to s16_384.npz \\
         --variant S/16 --image-size 384
+    python -m vitlib.models.convert --from runs/quickstart --to quickstart.safetensors
+
+``--from`` may be a training workdir: its last checkpoint (or ``--step N``), the model read off
+its parameters, the variant name from the config it recorded.
 
 The format comes from each suffix (``.npz``: big_vision; ``.safetensors``, ``.pth``, ``.pt``,
 ``.bin``: timm ``VisionTransformer`` state dict) or ``--from-format`` / ``--to-format``. The ViT
@@ -19,7 +23,9 @@ import json
 import sys
 from pathlib import Path
 
-from vitlib.models.interop import FORMATS, format_of, load, save, timm_kwargs
+from vitlib.models.interop import (FORMATS, format_of, is_workdir, load, load_workdir, save,
+                                   timm_kwargs)
+from vitlib.models.interop import checkpoint_steps as interop_steps
 from vitlib.models.variants import POOL_TYPES, POSEMB_TYPES, parse_variant
 
 
@@ -44,7 +50,9 @@ def _variant(text: str) -> str:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vitlib.models.convert", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--from", dest="source", required=True, help="checkpoint to read")
+    p.add_argument("--from", dest="source", required=True,
+                   help="checkpoint to read: a file, or a training workdir")
+    p.add_argument("--step", type=_positive, help="workdir: the checkpoint step (default: last)")
     p.add_argument("--to", dest="target", required=True, help="checkpoint to write")
     p.add_argument("--from-format", choices=FORMATS, help="default: from the suffix")
     p.add_argument("--to-format", choices=FORMATS, help="default: from the suffix")
@@ -68,13 +76,20 @@ def main(argv=None) -> int:
     p = parser()
     args = p.parse_args(argv)
     source, target = Path(args.source), Path(args.target)
+    workdir = is_workdir(source)
     try:
-        format_of(source, args.from_format)
+        if not workdir:
+            format_of(source, args.from_format)
         to_format = format_of(target, args.to_format)
     except ValueError as err:
         p.error(str(err))
-    if not source.is_file():
-        p.error(f"--from: {source} does not exist or is not a file")
+    if not workdir and not source.is_file():
+        p.error(f"--from: {source} is neither a checkpoint file nor a training workdir (one "
+                f"with checkpoints/)" if source.exists() else f"--from: {source} does not exist")
+    if args.step is not None and not workdir:
+        p.error("--step: only for a training workdir --from")
+    if workdir and (args.from_format or args.prefix):
+        p.error("--from-format / --prefix: only for a checkpoint file --from")
     if target.resolve() == source.resolve():
         p.error("--to: must differ from --from")
     if target.exists() and not args.force:
@@ -87,13 +102,18 @@ def main(argv=None) -> int:
                                        pool_type=args.pool_type, posemb=args.posemb,
                                        num_classes=args.num_classes).items() if v is not None}
     try:
-        config, params = load(source, args.variant, format=args.from_format,
-                              prefix=args.prefix, **overrides)
+        if workdir:
+            config, params = load_workdir(source, args.step, args.variant, **overrides)
+        else:
+            config, params = load(source, args.variant, format=args.from_format,
+                                  prefix=args.prefix, **overrides)
         save(params, config, target, format=args.to_format, scan=args.scan, dtype=args.dtype)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     report = {"wrote": str(target), "config": dataclasses.asdict(config)}
+    if workdir:
+        report["from_step"] = args.step or max(interop_steps(source))
     if to_format == "timm":
         report["timm_kwargs"] = timm_kwargs(config)
     print(json.dumps(report, indent=1))

@@ -91,6 +91,9 @@ class ViTConfig:
     # accelerators that tile the sequence do (257 tokens -> 384 at 128): memory planning.
     pad_tokens_to: int = 0
     variant: Optional[str] = None  # the name it was built from, for display only
+    # Image channels (1: grey-scale), when known: read off a checkpoint's patch kernel, carried
+    # to timm's ``in_chans`` on export. None = any (the model takes what it is given).
+    in_channels: Optional[int] = None
 
     def __post_init__(self):
         for field in ("width", "depth", "mlp_dim", "num_heads", "patch_size"):
@@ -104,6 +107,8 @@ class ViTConfig:
             raise ValueError(f"head_bias_init: must be a number, got {self.head_bias_init!r}")
         if self.representation_size is not None:
             _check_positive_int("representation_size", self.representation_size)
+        if self.in_channels is not None:
+            _check_positive_int("in_channels", self.in_channels)
         if (isinstance(self.pad_tokens_to, bool) or not isinstance(self.pad_tokens_to, int)
                 or self.pad_tokens_to < 0):
             raise ValueError(f"pad_tokens_to: must be an integer >= 0 (0 = no padding), got "

@@ -2,6 +2,8 @@
 
     config, params = load("B_16-i21k.npz")                    # config inferred
     config, params = load("vit.safetensors", "S/16", image_size=384)  # checked, posemb resampled
+    config, params = load_workdir("runs/quickstart")         # a training run's last checkpoint
+    params = from_timm_model(timm_model)                      # a timm module (warns on exact GELU)
     save(params, config, "run.npz")                           # big_vision layout
     save(params, config, "run.safetensors")                   # timm; build the model with
     timm_kwargs(config)                                       # VisionTransformer(**these)
@@ -11,6 +13,7 @@
   resampling
 - ``npz``: big_vision and vision_transformer ``.npz``
 - ``timm_vit``: timm ``VisionTransformer`` state dicts (safetensors, torch files)
+- ``workdir``: a training workdir's checkpoint (``load_workdir(workdir, step)``)
 
 ``python -m vitlib.models.convert`` is the command line.
 """
@@ -23,8 +26,10 @@ from vitlib.models.interop.common import (CheckpointError, check_free_fields, fi
                                           infer_fields, resample_posemb, resolve_config,
                                           unrolled_numpy)
 from vitlib.models.interop.npz import load_npz, read_npz, save_npz, to_npz_tree
-from vitlib.models.interop.timm_vit import (from_timm, load_state_dict, read_safetensors, save_timm,
+from vitlib.models.interop.timm_vit import (from_timm, from_timm_model, load_state_dict,
+                                            read_safetensors, save_timm, timm_activation,
                                             timm_kwargs, to_timm, write_safetensors)
+from vitlib.models.interop.workdir import checkpoint_steps, is_workdir, load_workdir
 from vitlib.models.variants import ViTConfig, parse_variant
 
 FORMATS = ("npz", "timm")
@@ -83,8 +88,9 @@ def save(params: dict, config: ViTConfig, path, *, format: Optional[str] = None,
 
 
 __all__ = [
-    "FORMATS", "CheckpointError", "fit_params", "format_of", "from_timm", "infer_fields",
-    "load", "load_npz", "load_state_dict", "read_npz", "read_safetensors", "read_tree",
-    "resample_posemb", "resolve_config", "save", "save_npz", "save_timm", "timm_kwargs",
+    "FORMATS", "CheckpointError", "checkpoint_steps", "fit_params", "format_of", "from_timm",
+    "from_timm_model", "infer_fields", "is_workdir", "load", "load_npz", "load_state_dict",
+    "load_workdir", "read_npz", "read_safetensors", "read_tree", "resample_posemb",
+    "resolve_config", "save", "save_npz", "save_timm", "timm_activation", "timm_kwargs",
     "to_npz_tree", "to_timm", "write_safetensors",
 ]

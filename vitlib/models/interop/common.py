@@ -111,6 +111,7 @@ def infer_fields(params: dict) -> dict:
         raise CheckpointError(f"embedding/kernel: shape {kernel.shape} found; expected "
                               f"(patch, patch, channels, width)")
     width, patch = int(kernel.shape[3]), int(kernel.shape[0])
+    channels = int(kernel.shape[2])
     blocks = sorted(int(m.group(1)) for k in get("Transformer") if (m := _BLOCK.match(k)))
     if not blocks:
         raise CheckpointError(f"Transformer: no encoder blocks (encoderblock_N or a scanned "
@@ -125,7 +126,7 @@ def infer_fields(params: dict) -> dict:
         raise CheckpointError(f"{block}/MultiHeadDotProductAttention_0/query/kernel: shape "
                               f"{query.shape} found; expected (width, heads, head_dim)")
     fields = dict(width=width, depth=len(blocks), mlp_dim=int(mlp.shape[1]),
-                  num_heads=int(query.shape[1]), patch_size=patch)
+                  num_heads=int(query.shape[1]), patch_size=patch, in_channels=channels)
     fields["pool_type"] = ("map" if "MAPHead_0" in params else
                            "tok" if "cls" in params else "gap")
     if "pos_embedding" in params:
@@ -195,9 +196,13 @@ def fit_params(params: dict, config: ViTConfig, source: str = "checkpoint") -> d
     and every shape that does not fit is reported at once; the position embedding is resampled
     to the config's grid; cast to ``param_dtype``; stacked when ``config.scan``."""
     flat = flatten(params)
-    channels = int(flat["embedding/kernel"].shape[2]) if "embedding/kernel" in flat else 3
+    channels = int(flat["embedding/kernel"].shape[2]) if "embedding/kernel" in flat else (
+        config.in_channels or 3)
     expected = expected_shapes(config, channels)
     problems = []  # shapes first (they say most), then missing, then unexpected keys
+    if config.in_channels not in (None, channels):
+        problems.append(f"embedding/kernel: {channels} input channels found, in_channels="
+                        f"{config.in_channels} expected")
     dtype = np.dtype(config.param_dtype)
     out = {}
     for key in sorted(set(flat) & set(expected), key=lambda k: (k.count("/"), k)):
