@@ -23,7 +23,15 @@ from vitlib.train.sharding import host_rows, shard_batch, shard_local_rows
 EVAL_SUBSET_SEED = 0  # which examples an intermediate evaluation on a subset uses
 
 
+def eval_batch_size_for(examples: int, batch_size: int, devices: int) -> int:
+    """The eval batch for a split of ``examples``: ``batch_size``, or for a smaller split the
+    split itself rounded up to a multiple of the devices (so a 12-image split is never padded
+    to 1,000). Splits of ``batch_size`` or more keep it, and their results."""
+    return min(batch_size, -(-max(examples, 1) // devices) * devices)
+
+
 def accuracy(eval_step, params, images, labels, batch_size: int, mesh) -> float:
+    batch_size = eval_batch_size_for(len(images), batch_size, mesh.devices.size)
     correct = 0
     for batch in eval_batches(images, labels, batch_size):
         correct += int(eval_step(params, shard_batch(batch, mesh)))
@@ -34,6 +42,8 @@ def accuracy_of_source(eval_step, params, source, image_size: int, batch_size: i
                        indices=None, threads: int = 8,
                        decoder: str = "simplejpeg-rows") -> float:
     """Accuracy on the records of ``source`` (or its ``indices``), decoded batch by batch."""
+    batch_size = eval_batch_size_for(len(source) if indices is None else len(indices),
+                                     batch_size, mesh.devices.size)
     rows = host_rows(batch_size, mesh)
     correct = 0
     for batch in grain_pipeline.eval_batches(source, image_size, batch_size, rows, indices,
@@ -83,8 +93,10 @@ def fewshot_record(config, params, feature_fn) -> dict:
     (keys ``fewshot_digits_10shot`` for test, ``fewshot_digits_minival_10shot`` for minival,
     the split on which notebooks choose hyper-parameters)."""
     name, data_dir = config.fewshot.dataset, config.data_dir or None
+    devices = jax.device_count()
     extract = lambda x: fewshot.extract_features(  # noqa: E731
-        lambda batch: feature_fn(params, batch), x, config.eval_batch_size, preprocess)
+        lambda batch: feature_fn(params, batch), x,
+        eval_batch_size_for(len(x), config.eval_batch_size, devices), preprocess)
     train_x, train_y = datasets.load_split(name, "train", data_dir)
     train_features = extract(train_x)
     record = {}

@@ -191,9 +191,12 @@ def make_eval_step(model, micro_batches: int = 1) -> Callable:
         return jnp.sum(hit * mask)
 
     def evaluate(params, batch):
-        if micro_batches == 1:
+        # A batch smaller than the compiled one (a split smaller than the eval batch) runs in
+        # the most slices, up to ``micro_batches``, that divide it.
+        k = _dividing(micro_batches, batch["image"].shape[0])
+        if k == 1:
             return correct(params, batch["image"], batch["label"], batch["mask"])
-        slices = [split_micro_batches(batch[k], micro_batches) for k in ("image", "label", "mask")]
+        slices = [split_micro_batches(batch[n], k) for n in ("image", "label", "mask")]
         return jnp.sum(jax.lax.map(lambda s: correct(params, *s), tuple(slices)))
     return evaluate
 
@@ -207,11 +210,17 @@ def make_feature_fn(model, micro_batches: int = 1) -> Callable:
         def chunk(images):
             _, aux = model.apply({"params": params}, resize(images, model.config.image_size))
             return aux["pre_logits"].astype(jnp.float32)
-        if micro_batches == 1:
+        k = _dividing(micro_batches, images.shape[0])
+        if k == 1:
             return chunk(images)
-        out = jax.lax.map(chunk, split_micro_batches(images, micro_batches))
+        out = jax.lax.map(chunk, split_micro_batches(images, k))
         return merge_micro_batches(out)
     return features
+
+
+def _dividing(micro_batches: int, size: int) -> int:
+    """The largest k <= ``micro_batches`` that divides ``size`` (forward passes only)."""
+    return next(k for k in range(min(micro_batches, size), 0, -1) if size % k == 0)
 
 
 def params_sha256(params) -> str:
