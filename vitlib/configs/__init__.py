@@ -3,6 +3,7 @@ with ``get_config()``; ``apply_overrides(config, ["total_steps=100", "optim.lr=3
 from __future__ import annotations
 
 import ast
+import difflib
 import importlib
 import importlib.util
 from pathlib import Path
@@ -115,7 +116,11 @@ def set_fields(config: ml_collections.ConfigDict, values: dict) -> ml_collection
     """Set ``{dotted.key: value}`` on ``config`` in place, checking keys and types."""
     for key, value in values.items():
         if key not in valid_keys(config):
-            raise ValueError(f"--set: unknown key {key!r}; valid keys: {valid_keys(config)}")
+            keys = valid_keys(config)
+            close = difflib.get_close_matches(key, keys, n=1)
+            hint = (f"did you mean {close[0]!r}? " if close else "")
+            raise ValueError(f"--set: unknown key {key!r}; {hint}valid keys: "
+                             f"{_short(keys, key)}")
         *parents, leaf = key.split(".")
         node = config
         for part in parents:
@@ -137,3 +142,12 @@ def set_fields(config: ml_collections.ConfigDict, values: dict) -> ml_collection
                              f"{value!r}")
         node[leaf] = value
     return config
+
+
+def _short(keys: list, key: str) -> str:
+    """The valid keys under ``key``'s section (all of them for a top-level key), so the error
+    stays one readable line."""
+    section = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    near = [k for k in keys if k.startswith(section)] if section else [
+        k for k in keys if "." not in k]
+    return ", ".join(near or keys)

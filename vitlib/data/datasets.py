@@ -189,7 +189,7 @@ def check_dataset(name: str) -> None:
         tfds.builder_cls(name.split(":")[0].split("/")[0])
     except tfds.core.registered.DatasetNotFoundError:
         known = [*LOCAL_DATASETS, *tfds.list_builders(with_community_datasets=False)]
-        close = difflib.get_close_matches(name, known, n=3)
+        close = difflib.get_close_matches(name, list(dict.fromkeys(known)), n=3)
         hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
         raise DataError(f"dataset: {name!r} is neither a local dataset {list(LOCAL_DATASETS)} "
                         f"nor a TFDS dataset; {hint}(TFDS lists "
