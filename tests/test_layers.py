@@ -12,6 +12,7 @@ VITLIB = Path(__file__).resolve().parent.parent / "vitlib"
 # data (no vitlib imports); the CLIs above it load configs by name.
 ALLOWED = {
     "files": set(),
+    "torchvision_cpu": set(),  # an environment shim run at interpreter start: stdlib only
     "configs": set(),
     "models": {"files"},
     "optim": set(),
