@@ -216,3 +216,17 @@ def test_exploratory_records_are_verbatim_earlier_results_and_earlier_verdicts_q
                 match = [c for c in source["claims"] if c["statement"] == old["statement"]]
                 assert len(match) == 1 and match[0]["verdict"] == old["verdict"], old
                 assert old["commit"] == source["source"]["commit"]
+
+
+@pytest.mark.parametrize("verdicts, margins, expected", [
+    (["holds", "holds"], [3.0, 0.5], 0.5),  # the weakest part undoes 'holds'
+    (["holds", "does not hold", "does not hold"], [2.0, 5.0, 0.7], 5.0),  # every failing part must flip
+    (["holds", "inconclusive", "inconclusive"], [2.0, 1.5, 0.3], 0.3),  # the nearest open part decides
+])
+def test_a_claims_margin_follows_the_parts_its_verdict_rests_on(verdicts, margins, expected):
+    from vitlib.study.findings import claim_margin, margin_of_parts
+
+    parts = [part(f"p{i}", 0.0, v, margin_se=m) for i, (v, m) in enumerate(zip(verdicts, margins))]
+    verdict = findings.verdict_all(*verdicts)
+    assert margin_of_parts(verdict, parts) == expected
+    assert claim_margin({"verdict": verdict, "parts": parts, "margin_se": 99.0}) == expected

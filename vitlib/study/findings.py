@@ -129,6 +129,29 @@ def part(label: str, value, verdict: str, *, se=None, mde=None, margin_se=None,
             "reason": reason, "margin_se": margin_se, **evidence}
 
 
+def margin_of_parts(verdict: str, parts: list) -> Optional[float]:
+    """How far a claim made of parts (``verdict_all``) is from changing, in se: a claim that
+    holds changes when its weakest part does (the smallest margin); one that does not hold only
+    when every failing part does (the largest margin among them); an inconclusive one when its
+    nearest open part is decided (the smallest margin among them). None without margins."""
+    if verdict == "holds":
+        margins = [p.get("margin_se") for p in parts]
+        pick = min
+    else:
+        margins = [p.get("margin_se") for p in parts if p["verdict"] == verdict]
+        pick = max if verdict == "does not hold" else min
+    margins = [m for m in margins if m is not None]
+    return pick(margins) if margins else None
+
+
+def claim_margin(claim: dict) -> Optional[float]:
+    """The margin a claim's verdict rests on: derived from its parts when it has parts, else
+    as recorded."""
+    if claim.get("parts"):
+        return margin_of_parts(claim["verdict"], claim["parts"])
+    return claim.get("margin_se")
+
+
 def _without_prefix(reason: str) -> str:
     for prefix in REASONS:
         if reason.startswith(prefix):
@@ -223,8 +246,7 @@ class Findings:
             if verdict is None:
                 verdict = verdict_all(*(p["verdict"] for p in parts))
             if margin_se is None:
-                margins = [p["margin_se"] for p in parts if p.get("margin_se") is not None]
-                margin_se = min(margins) if margins else None
+                margin_se = margin_of_parts(verdict, parts)
             open_parts = [p for p in parts if p["verdict"] == "inconclusive"]
             if (reason is None and verdict == "inconclusive" and open_parts
                     and all(str(p.get("reason") or "").startswith(REASONS) for p in open_parts)):
@@ -334,8 +356,8 @@ def _power(claim: dict) -> str:
     could not be otherwise."""
     basis = _basis(claim)
     words = ["no noise (a count, a plan or a formula)" if basis == "none" else basis]
-    if claim.get("margin_se") is not None:
-        words.append(_margin(claim["margin_se"]))
+    if claim_margin(claim) is not None:
+        words.append(_margin(claim_margin(claim)))
     if claim.get("reason"):
         words.append(claim["reason"])
     return "; ".join(words)
@@ -389,7 +411,7 @@ def summarize(records: list[dict]) -> dict:
     return {**{v: sum(c["verdict"] == v for c in claims) for v in VERDICTS},
             **{r.rstrip(":"): sum(str(c.get("reason", "")).startswith(r) for c in claims)
                for r in REASONS},
-            "fragile": sum(is_fragile(c.get("margin_se")) for c in claims),
+            "fragile": sum(is_fragile(claim_margin(c)) for c in claims),
             "claims": len(claims), "checks": len(checks),
             "checks_failed": sum(not c["passed"] for c in checks)}
 
