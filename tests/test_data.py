@@ -96,9 +96,8 @@ def test_failed_build_leaves_no_partial_dataset(tmp_path):
     assert not [p for p in leftovers if "vitlib_fashion_mnist" in str(p)]
 
 
-def test_other_names_pass_through_to_tfds(tmp_path):
-    import tensorflow_datasets as tfds
-    with pytest.raises(tfds.core.registered.DatasetNotFoundError):
+def test_other_names_are_read_prepared_from_the_data_dir_or_named_in_one_line(tmp_path):
+    with pytest.raises(datasets.DataError, match=r"'no_such_dataset_anywhere' is not prepared in"):
         datasets.prepare("no_such_dataset_anywhere", data_dir=str(tmp_path))
 
 

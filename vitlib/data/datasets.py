@@ -15,7 +15,9 @@ import fcntl
 import functools
 import gzip
 import hashlib
+import logging
 import os
+import re
 import shutil
 import zlib
 from pathlib import Path
@@ -50,6 +52,55 @@ class DataError(ValueError):
 def tfds_data_dir(data_dir: Optional[str] = None) -> Path:
     return Path(data_dir or os.environ.get("TFDS_DATA_DIR")
                 or Path.home() / "tensorflow_datasets").expanduser()
+
+
+VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
+
+
+def prepare_hint(name: str, root: Path) -> str:
+    base = name.split(":")[0]
+    return (f"prepare it with 'python -m vitlib.data.prepare build {base.split('/')[0]} "
+            f"--folder IMAGE_FOLDER --data_dir {root}' (an image folder "
+            f"<split>/<class>/*.jpg, or --list SPLIT=FILE), or on a machine with TensorFlow "
+            f"with 'tfds build {base} --data_dir {root} --file_format=array_record' and copy "
+            f"{root / base.split('/')[0]} here")
+
+
+def datasets_in(root: Path) -> list[str]:
+    """Names of the prepared datasets under a data dir (folders holding some
+    ``[config/]version/dataset_info.json``), sorted; hidden and ``downloads`` folders skipped."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for sub in sorted(root.iterdir()):
+        if sub.name.startswith(".") or sub.name == "downloads" or not sub.is_dir():
+            continue
+        if any(sub.glob("*/dataset_info.json")) or any(sub.glob("*/*/dataset_info.json")):
+            found.append(sub.name)
+    return found
+
+
+def _version_key(path: Path):
+    return tuple(int(p) for p in path.name.split("."))
+
+
+def find_dataset_dir(name: str, root: Path) -> Optional[Path]:
+    """``<root>/<name>[/<config>]/<version>`` holding dataset_info.json, or None. Without a
+    version the newest one; a folder without a config part is tried before TFDS's default."""
+    base, _, version = name.partition(":")
+    if version and not VERSION_RE.match(version):
+        raise DataError(f"dataset: version {version!r} in {name!r} is not allowed; use "
+                        f"MAJOR.MINOR.PATCH, e.g. '{base}:1.0.0'")
+    folder = Path(root) / base
+    if not folder.is_dir():
+        return None
+    if version:
+        candidate = folder / version
+        return candidate if (candidate / "dataset_info.json").is_file() else None
+    versions = [p for p in folder.iterdir()
+                if VERSION_RE.match(p.name) and (p / "dataset_info.json").is_file()]
+    return max(versions, key=_version_key) if versions else None
 
 
 # ---------------------------------------------------------------- raw sources
@@ -173,9 +224,10 @@ def _builders():
     }
 
 
-def check_dataset(name: str) -> None:
-    """``name`` is a local dataset or a TFDS dataset; else an error with the closest names
-    (in a line, not TFDS's whole catalogue)."""
+def check_dataset(name: str, data_dir: Optional[str] = None) -> None:
+    """``name`` is a local dataset, a dataset prepared under the data dir, or a TFDS dataset;
+    else an error (one line) saying where it looked, what is prepared there and the closest
+    names, not TFDS's whole catalogue."""
     if name in LOCAL_DATASETS:
         return
     import difflib
@@ -185,15 +237,21 @@ def check_dataset(name: str) -> None:
     if not isinstance(name, str) or not name:
         raise DataError(f"dataset: {name!r} is not allowed; use {list(LOCAL_DATASETS)} or a "
                         f"TFDS dataset name")
+    root = tfds_data_dir(data_dir)
+    if find_dataset_dir(name, root) is not None:
+        return  # prepared here (vitlib.data.prepare or tfds build)
     try:
         tfds.builder_cls(name.split(":")[0].split("/")[0])
     except tfds.core.registered.DatasetNotFoundError:
-        known = [*LOCAL_DATASETS, *tfds.list_builders(with_community_datasets=False)]
+        # The local datasets' own folders (vitlib_<name>) are not names a user types.
+        here = [d for d in datasets_in(root) if d not in {f"vitlib_{n}" for n in LOCAL_DATASETS}]
+        known = [*LOCAL_DATASETS, *here, *tfds.list_builders(with_community_datasets=False)]
         close = difflib.get_close_matches(name, list(dict.fromkeys(known)), n=3)
-        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-        raise DataError(f"dataset: {name!r} is neither a local dataset {list(LOCAL_DATASETS)} "
-                        f"nor a TFDS dataset; {hint}(TFDS lists "
-                        f"{len(known) - len(LOCAL_DATASETS)} more)") from None
+        hint = (f"did you mean {' or '.join(repr(c) for c in close)}? " if close
+                else prepare_hint(name, root))
+        raise DataError(f"dataset: {name!r} is not prepared in {root} (it holds "
+                        f"{here or 'no prepared datasets'}), nor a local dataset "
+                        f"{list(LOCAL_DATASETS)} or a TFDS dataset; {hint}") from None
 
 
 def prepare(name: str, data_dir: Optional[str] = None, source_dir: Optional[str] = None):
@@ -202,8 +260,25 @@ def prepare(name: str, data_dir: Optional[str] = None, source_dir: Optional[str]
 
     root = tfds_data_dir(data_dir)
     if name not in LOCAL_DATASETS:
-        builder = tfds.builder(name, data_dir=str(root), file_format="array_record")
-        builder.download_and_prepare()
+        # Nothing downloads at run time, and a missing data dir is never created: the data must
+        # be prepared beforehand (vitlib.data.prepare, or tfds build on a machine with TF).
+        folder = find_dataset_dir(name, root)
+        if folder is not None:
+            return tfds.builder_from_directory(str(folder))
+        absl = logging.getLogger("absl")  # TFDS warns there of folders without dataset_info
+        level = absl.level
+        absl.setLevel(logging.ERROR)
+        try:
+            builder = tfds.builder(name, data_dir=str(root), file_format="array_record")
+            prepared = builder.is_prepared()
+        except tfds.core.registered.DatasetNotFoundError:
+            prepared = False
+        finally:
+            absl.setLevel(level)
+        if not prepared:
+            raise DataError(f"dataset: {name!r} is not prepared in {root} (it holds "
+                            f"{datasets_in(root) or 'no prepared datasets'}); nothing downloads "
+                            f"at run time: {prepare_hint(name, root)}")
         return builder
     make = lambda: _builders()[name](source_dir=source_dir, data_dir=str(root),  # noqa: E731
                                      file_format="array_record")

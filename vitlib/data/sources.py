@@ -33,18 +33,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from vitlib.data.datasets import DataError, tfds_data_dir
+from vitlib.data.datasets import (VERSION_RE, DataError, prepare_hint, datasets_in,
+                                   find_dataset_dir, tfds_data_dir)
 
-VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
-
-
-def _prepare_hint(name: str, root: Path) -> str:
-    base = name.split(":")[0]
-    return (f"prepare it with 'python -m vitlib.data.prepare build {base.split('/')[0]} "
-            f"--folder IMAGE_FOLDER --data_dir {root}' (an image folder "
-            f"<split>/<class>/*.jpg, or --list SPLIT=FILE), or on a machine with TensorFlow "
-            f"with 'tfds build {base} --data_dir {root} --file_format=array_record' and copy "
-            f"{root / base.split('/')[0]} here")
 
 
 def _tfrecord_hint(name: str, folder) -> str:
@@ -52,43 +43,6 @@ def _tfrecord_hint(name: str, folder) -> str:
             f"convert it on a machine with TensorFlow with 'tfds convert_format "
             f"--dataset_dir={folder} --out_file_format=array_record' (or rebuild it with "
             f"'tfds build {name.split(':')[0]} --file_format=array_record')")
-
-
-def datasets_in(root: Path) -> list[str]:
-    """Names of the prepared datasets under a data dir (folders holding some
-    ``[config/]version/dataset_info.json``), sorted; hidden and ``downloads`` folders skipped."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    found = []
-    for sub in sorted(root.iterdir()):
-        if sub.name.startswith(".") or sub.name == "downloads" or not sub.is_dir():
-            continue
-        if any(sub.glob("*/dataset_info.json")) or any(sub.glob("*/*/dataset_info.json")):
-            found.append(sub.name)
-    return found
-
-
-def _version_key(path: Path):
-    return tuple(int(p) for p in path.name.split("."))
-
-
-def find_dataset_dir(name: str, root: Path) -> Optional[Path]:
-    """``<root>/<name>[/<config>]/<version>`` holding dataset_info.json, or None. Without a
-    version the newest one; a folder without a config part is tried before TFDS's default."""
-    base, _, version = name.partition(":")
-    if version and not VERSION_RE.match(version):
-        raise DataError(f"dataset: version {version!r} in {name!r} is not allowed; use "
-                        f"MAJOR.MINOR.PATCH, e.g. '{base}:1.0.0'")
-    folder = Path(root) / base
-    if not folder.is_dir():
-        return None
-    if version:
-        candidate = folder / version
-        return candidate if (candidate / "dataset_info.json").is_file() else None
-    versions = [p for p in folder.iterdir()
-                if VERSION_RE.match(p.name) and (p / "dataset_info.json").is_file()]
-    return max(versions, key=_version_key) if versions else None
 
 
 def _split_names(split: str) -> list[str]:
@@ -252,11 +206,11 @@ def open_source(name: str, split: str, data_dir: Optional[str] = None, *,
         except Exception as err:  # a config or version TFDS does not know, ...
             raise DataError(f"dataset: {name!r} is not available in {root} ({err}); the "
                             f"data dir holds {datasets_in(root)}; "
-                            f"{_prepare_hint(name, root)}") from None
+                            f"{prepare_hint(name, root)}") from None
         if builder is None:
             raise DataError(f"dataset: {name!r} is not in {root} (it holds "
                             f"{datasets_in(root) or 'no prepared datasets'}) and is not a "
-                            f"TFDS dataset; {_prepare_hint(name, root)}")
+                            f"TFDS dataset; {prepare_hint(name, root)}")
         folder = builder.data_dir
     info = builder.info
     prepared = builder_dir is not None or builder.is_prepared()
@@ -280,7 +234,7 @@ def open_source(name: str, split: str, data_dir: Optional[str] = None, *,
         if not prepared:  # no files; a mocked builder (tfds.testing.mock_data) gets here
             raise DataError(f"dataset: {name!r} is not prepared in {root} (it holds "
                             f"{datasets_in(root) or 'no prepared datasets'}); "
-                            f"{_prepare_hint(name, root)}") from None
+                            f"{prepare_hint(name, root)}") from None
         raise DataError(f"split: {split!r} of {name!r} is not allowed ({err}); the splits "
                         f"are {sorted(info.splits)} (TFDS syntax: 'train[:90%]', "
                         f"'train+validation')") from None

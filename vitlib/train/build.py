@@ -50,11 +50,11 @@ def check_config(config) -> None:
         raise ValueError(_in_optim(str(err))) from None
     check_input(config)
     if config.input.pipeline == "memory":
-        datasets.check_dataset(config.dataset)
+        datasets.check_dataset(config.dataset, config.get("data_dir") or None)
     check_fewshot(config.fewshot)
     if config.fewshot.dataset:
         try:
-            datasets.check_dataset(config.fewshot.dataset)
+            datasets.check_dataset(config.fewshot.dataset, config.get("data_dir") or None)
         except datasets.DataError as err:
             raise datasets.DataError(f"fewshot.{err}") from None
 
