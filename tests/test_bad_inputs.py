@@ -63,3 +63,38 @@ def test_the_training_cli_refuses_a_missing_data_dir_in_one_line(tmp_path):
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "not prepared in" in lines[0], out.stderr[-2000:]
     assert not missing.exists()
+
+
+def test_a_corrupt_npz_or_pth_is_named_in_one_line_without_suggesting_pickles(tmp_path):
+    import numpy as np
+
+    from vitlib.models import interop
+    from vitlib.models.interop.npz import read_npz
+    from vitlib.models.interop.timm_vit import read_torch
+
+    pickled = tmp_path / "objects.npz"
+    np.savez(pickled, params=np.array([{"a": 1}], dtype=object))
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"PK\x03\x04 not really a zip")
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"\x80\x02 definitely not a torch file")
+    for path, read in ((pickled, read_npz), (broken, read_npz), (corrupt, read_torch)):
+        with pytest.raises(interop.CheckpointError) as err:
+            read(path)
+        message = str(err.value)
+        assert "\n" not in message and str(path) in message, message
+        assert "allow_pickle" not in message
+    with pytest.raises(interop.CheckpointError, match="pickled Python objects, which vitlib "
+                                                       "never loads"):
+        read_npz(pickled)
+
+
+def test_convert_without_from_says_so_in_one_line():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "vitlib.models.convert", "--to", "x.npz"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "error: the following arguments are required: --from (see --help)"]

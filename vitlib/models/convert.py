@@ -47,9 +47,16 @@ def _variant(text: str) -> str:
     return text
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad arguments in one line (``--help`` shows the usage), not the usage first."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m vitlib.models.convert", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _OneLineParser(prog="python -m vitlib.models.convert", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--from", dest="source", required=True,
                    help="checkpoint to read: a file, or a training workdir")
     p.add_argument("--step", type=_positive, help="workdir: the checkpoint step (default: last)")

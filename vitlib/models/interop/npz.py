@@ -49,7 +49,13 @@ def read_npz(path, prefix: Optional[str] = None) -> dict:
         with np.load(path, allow_pickle=False) as archive:
             flat = {k: to_numpy(archive[k]) for k in archive.files}
     except (zipfile.BadZipFile, ValueError, OSError) as err:
-        raise CheckpointError(f"from: {path} is not a readable .npz archive ({err})") from None
+        # numpy's own message for pickled object arrays suggests loading them unsafely: a
+        # checkpoint's pickles are never loaded here, so say so instead.
+        why = ("it holds pickled Python objects, which vitlib never loads from a checkpoint"
+               if "pickle" in str(err) else str(err).splitlines()[0] if str(err) else
+               type(err).__name__)
+        raise CheckpointError(f"from: {path} is not a readable .npz archive of arrays ({why})"
+                              ) from None
     if not flat:
         raise CheckpointError(f"from: {path} holds no arrays")
     if prefix:

@@ -91,7 +91,12 @@ def read_torch(path) -> dict:
     except ImportError:
         raise CheckpointError(f"from: reading {path} needs PyTorch (pip install torch), or save "
                               f"the state dict as .safetensors, which needs nothing") from None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # weights only: a checkpoint's pickled code is never run
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch's messages run to many lines; one names the problem
+        first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise CheckpointError(f"from: {path} is not a readable PyTorch state dict "
+                              f"({first.strip()[:200]})") from None
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(state, dict) and wrapper in state and isinstance(state[wrapper], dict):
             state = state[wrapper]
