@@ -67,3 +67,23 @@ def test_the_batch_rounds_up_to_the_devices_only():
     assert eval_batch_size_for(12, 1000, 8) == 16
     assert eval_batch_size_for(5000, 1000, 8) == 1000
     assert eval_batch_size_for(0, 1000, 1) == 1
+
+
+def test_a_small_split_gets_the_numbers_of_a_full_padded_batch():
+    """With micro-batched eval programs (slices of 250 of a 1,000 batch, as on CPU), a 599-image
+    split runs in slices of the same 250 (a batch of 750), so each example's features are
+    bit-identical to the padded batch's; slices of another shape would round differently."""
+    from vitlib.evals import fewshot
+    from vitlib.train.steps import make_feature_fn
+
+    model = ViT(CONFIG)
+    params = model.init(jax.random.PRNGKey(0), np.zeros((1, 28, 28, 1), np.float32))["params"]
+    images, _ = _data(599)
+    features = jax.jit(make_feature_fn(model, 4, slice_size=250))
+    padded = fewshot.extract_features(lambda b: features(params, b), images, 1000,
+                                      lambda b: b.astype(np.float32) / 255)
+    batch = eval_batch_size_for(599, 1000, 1, slice_size=250)
+    assert batch == 750
+    small = fewshot.extract_features(lambda b: features(params, b), images, batch,
+                                     lambda b: b.astype(np.float32) / 255)
+    np.testing.assert_array_equal(small, padded)

@@ -23,15 +23,20 @@ from vitlib.train.sharding import host_rows, shard_batch, shard_local_rows
 EVAL_SUBSET_SEED = 0  # which examples an intermediate evaluation on a subset uses
 
 
-def eval_batch_size_for(examples: int, batch_size: int, devices: int) -> int:
+def eval_batch_size_for(examples: int, batch_size: int, devices: int,
+                        slice_size: int = 0) -> int:
     """The eval batch for a split of ``examples``: ``batch_size``, or for a smaller split the
-    split itself rounded up to a multiple of the devices (so a 12-image split is never padded
-    to 1,000). Splits of ``batch_size`` or more keep it, and their results."""
-    return min(batch_size, -(-max(examples, 1) // devices) * devices)
+    split itself rounded up to a multiple of the eval programs' slice (``slice_size``; else of
+    the devices), so a 12-image split is never padded to 1,000, and every example is computed
+    in a slice of the same shape as in a full batch, so with the same numbers. Splits of
+    ``batch_size`` or more keep it, and their results."""
+    unit = slice_size or devices
+    return min(batch_size, -(-max(examples, 1) // unit) * unit)
 
 
-def accuracy(eval_step, params, images, labels, batch_size: int, mesh) -> float:
-    batch_size = eval_batch_size_for(len(images), batch_size, mesh.devices.size)
+def accuracy(eval_step, params, images, labels, batch_size: int, mesh,
+             slice_size: int = 0) -> float:
+    batch_size = eval_batch_size_for(len(images), batch_size, mesh.devices.size, slice_size)
     correct = 0
     for batch in eval_batches(images, labels, batch_size):
         correct += int(eval_step(params, shard_batch(batch, mesh)))
@@ -40,10 +45,10 @@ def accuracy(eval_step, params, images, labels, batch_size: int, mesh) -> float:
 
 def accuracy_of_source(eval_step, params, source, image_size: int, batch_size: int, mesh,
                        indices=None, threads: int = 8,
-                       decoder: str = "simplejpeg-rows") -> float:
+                       decoder: str = "simplejpeg-rows", slice_size: int = 0) -> float:
     """Accuracy on the records of ``source`` (or its ``indices``), decoded batch by batch."""
     batch_size = eval_batch_size_for(len(source) if indices is None else len(indices),
-                                     batch_size, mesh.devices.size)
+                                     batch_size, mesh.devices.size, slice_size)
     rows = host_rows(batch_size, mesh)
     correct = 0
     for batch in grain_pipeline.eval_batches(source, image_size, batch_size, rows, indices,
@@ -87,7 +92,7 @@ def eval_subset(images, labels, size: int):
     return images[idx], labels[idx]
 
 
-def fewshot_record(config, params, feature_fn) -> dict:
+def fewshot_record(config, params, feature_fn, slice_size: int = 0) -> dict:
     """Few-shot accuracy of the frozen pre-logits on ``config.fewshot.dataset``: the probes
     are fit on shots drawn from its train split and scored on each of ``fewshot.eval_splits``
     (keys ``fewshot_digits_10shot`` for test, ``fewshot_digits_minival_10shot`` for minival,
@@ -96,7 +101,7 @@ def fewshot_record(config, params, feature_fn) -> dict:
     devices = jax.device_count()
     extract = lambda x: fewshot.extract_features(  # noqa: E731
         lambda batch: feature_fn(params, batch), x,
-        eval_batch_size_for(len(x), config.eval_batch_size, devices), preprocess)
+        eval_batch_size_for(len(x), config.eval_batch_size, devices, slice_size), preprocess)
     train_x, train_y = datasets.load_split(name, "train", data_dir)
     train_features = extract(train_x)
     record = {}
@@ -153,10 +158,10 @@ class Evaluator:
             return accuracy_of_source(self.programs.eval_step, params, source,
                                       config.image_size, config.eval_batch_size, self.mesh,
                                       indices, config.input.threads,
-                                      config.input.decoder), size
+                                      config.input.decoder, self.programs.eval_slice), size
         x, y = self.eval_sets[split] if final else self.subsets[split]
         return accuracy(self.programs.eval_step, params, x, y, config.eval_batch_size,
-                        self.mesh), len(x)
+                        self.mesh, self.programs.eval_slice), len(x)
 
     def __call__(self, step: int, params, final: bool) -> dict:
         config = self.config
@@ -168,7 +173,8 @@ class Evaluator:
             record["eval_examples"] = sizes
         if final or not config.fewshot.every or step % config.fewshot.every == 0:
             if config.fewshot.dataset:
-                record.update(fewshot_record(config, params, self._mesh_features))
+                record.update(fewshot_record(config, params, self._mesh_features,
+                                             self.programs.eval_slice))
             if self.suite:
                 record.update(suite.run_suite(
                     features_on_mesh(self.programs.feature_fn, params, self.mesh,

@@ -20,6 +20,7 @@ class Programs(NamedTuple):
     step: Callable  # (state, batch, hyperparams) -> (state, metrics)
     eval_step: Callable
     feature_fn: Callable
+    eval_slice: int = 0  # examples per forward slice of the eval programs (0: whole batches)
 
 
 _PROGRAMS: dict = {}  # structure key -> Programs: a sweep in one process compiles once
@@ -46,8 +47,9 @@ def programs_for(config, model: ViT, tx, image_shape: tuple) -> Programs:
                        out_shardings=(shardings, replicated(mesh)), donate_argnums=0)
         eval_micro_batches = micro_batches_for(config.eval_batch_size, 0, mesh.devices.size,
                                                per_device=CPU_EVAL_MICRO_BATCH)
+        eval_slice = config.eval_batch_size // eval_micro_batches
         _PROGRAMS[key] = Programs(
             mesh, shardings, jax.jit(make_state, out_shardings=shardings), step,
-            jax.jit(make_eval_step(model, eval_micro_batches)),
-            jax.jit(make_feature_fn(model, eval_micro_batches)))
+            jax.jit(make_eval_step(model, eval_micro_batches, eval_slice)),
+            jax.jit(make_feature_fn(model, eval_micro_batches, eval_slice)), eval_slice)
     return _PROGRAMS[key]

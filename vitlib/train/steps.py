@@ -174,7 +174,7 @@ def make_train_step(model, tx: optax.GradientTransformation, loss: str,
     return step
 
 
-def make_eval_step(model, micro_batches: int = 1) -> Callable:
+def make_eval_step(model, micro_batches: int = 1, slice_size: int | None = None) -> Callable:
     """``eval(params, batch) -> number of correct predictions among unmasked examples``, the
     forward pass run in ``micro_batches`` equal slices one after another (see
     ``make_train_step``): the same predictions, faster on CPU. With multi-hot labels a
@@ -193,7 +193,7 @@ def make_eval_step(model, micro_batches: int = 1) -> Callable:
     def evaluate(params, batch):
         # A batch smaller than the compiled one (a split smaller than the eval batch) runs in
         # the most slices, up to ``micro_batches``, that divide it.
-        k = _dividing(micro_batches, batch["image"].shape[0])
+        k = _slices(micro_batches, batch["image"].shape[0], slice_size)
         if k == 1:
             return correct(params, batch["image"], batch["label"], batch["mask"])
         slices = [split_micro_batches(batch[n], k) for n in ("image", "label", "mask")]
@@ -201,7 +201,7 @@ def make_eval_step(model, micro_batches: int = 1) -> Callable:
     return evaluate
 
 
-def make_feature_fn(model, micro_batches: int = 1) -> Callable:
+def make_feature_fn(model, micro_batches: int = 1, slice_size: int | None = None) -> Callable:
     """``features(params, images) -> pre-logits`` (the frozen representation), computed in
     ``micro_batches`` equal slices one after another (see ``make_train_step``)."""
     _check_micro_batches(micro_batches)
@@ -210,7 +210,7 @@ def make_feature_fn(model, micro_batches: int = 1) -> Callable:
         def chunk(images):
             _, aux = model.apply({"params": params}, resize(images, model.config.image_size))
             return aux["pre_logits"].astype(jnp.float32)
-        k = _dividing(micro_batches, images.shape[0])
+        k = _slices(micro_batches, images.shape[0], slice_size)
         if k == 1:
             return chunk(images)
         out = jax.lax.map(chunk, split_micro_batches(images, k))
@@ -218,8 +218,13 @@ def make_feature_fn(model, micro_batches: int = 1) -> Callable:
     return features
 
 
-def _dividing(micro_batches: int, size: int) -> int:
-    """The largest k <= ``micro_batches`` that divides ``size`` (forward passes only)."""
+def _slices(micro_batches: int, size: int, slice_size: int | None = None) -> int:
+    """How many slices a forward pass of ``size`` examples runs in: slices of the compiled
+    ``slice_size`` when they tile it (a small split then computes each example exactly as in a
+    full batch: the same slice shape, so the same numbers), else the largest k <=
+    ``micro_batches`` that divides ``size``."""
+    if slice_size and size % slice_size == 0:
+        return size // slice_size
     return next(k for k in range(min(micro_batches, size), 0, -1) if size % k == 0)
 
 
