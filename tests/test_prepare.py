@@ -210,3 +210,23 @@ def test_cli_builds_reports_and_validates(folder, tmp_path, capsys):
     with pytest.raises(SystemExit):
         prepare.main(["build", "s", "--folder", str(folder), "--on_bad_image", "ignore"])
     assert "invalid choice: 'ignore'" in capsys.readouterr().err
+
+
+def test_the_printed_training_commands_are_sized_to_the_machine_and_valid(folder, tmp_path):
+    import shlex
+
+    from vitlib.configs import apply_overrides, load_config
+    from vitlib.train.build import check_config
+
+    result = prepare.prepare_folder("shapes", folder, tmp_path, progress=False)
+    on_cpu = result.train_commands("cpu")
+    assert "this CPU" in on_cpu[0][0] and "paper's scale" in on_cpu[1][0]
+    assert "model.variant=Femto/8" in on_cpu[0][1] and "model.variant=S/16" in on_cpu[1][1]
+    on_gpu = result.train_commands("gpu")
+    assert "paper's scale on this GPU host" in on_gpu[0][0] and on_gpu[0][1] == on_cpu[1][1]
+    assert on_cpu[0][1] in result.summary() or on_cpu[1][1] in result.summary()
+    for _, command in on_cpu:  # each command's overrides make a config that passes the checks
+        words = shlex.split(command)
+        config = apply_overrides(load_config(words[words.index("--config") + 1]),
+                                 [words[i + 1] for i, w in enumerate(words) if w == "--set"])
+        check_config(config)

@@ -87,15 +87,36 @@ class Prepared:
         if sum(self.skipped.values()):
             lines.append(f"  skipped {sum(self.skipped.values())} undecodable image(s) "
                          f"({self.skipped}), e.g. {', '.join(self.skipped_files)}")
+        lines += [f"  {label}: {command}" for label, command in self.train_commands()]
+        return "\n".join(lines)
+
+    def train_commands(self, backend: Optional[str] = None) -> list[tuple[str, str]]:
+        """Training commands for this dataset, labelled: one sized to the machine it runs on
+        (on a CPU: a small model at 64 px for a few hundred steps, minutes; on an accelerator
+        the next one) and the paper-scale one (S/16 at 224 px, 1,000 steps of 256: hours on a
+        CPU). ``backend``: JAX's default backend (read when not given)."""
+        if backend is None:
+            import jax
+
+            backend = jax.default_backend()
         train = "train" if "train" in self.splits else next(iter(self.splits))
         held = [s for s in self.splits if s != train]
         evals = f"('test={held[0]}',)" if held else f"('test={train}[:2%]',)"
-        lines.append(f"  train on it: python -m vitlib.train --config base --workdir "
-                     f"runs/{self.name} --set dataset={self.name} --set data_dir="
-                     f"{self.data_dir} --set input.pipeline=grain --set image_size=224 "
-                     f"--set model.variant=S/16 --set train_split={train} "
-                     f"--set \"eval_splits={evals}\" --set fewshot.dataset=''")
-        return "\n".join(lines)
+        common = (f"python -m vitlib.train --config base --set dataset={self.name} "
+                  f"--set data_dir={self.data_dir} --set input.pipeline=grain "
+                  f"--set train_split={train} --set \"eval_splits={evals}\" "
+                  f"--set fewshot.dataset=''")
+        paper = (f"{common} --workdir runs/{self.name} --set image_size=224 "
+                 f"--set model.variant=S/16")
+        small = (f"{common} --workdir runs/{self.name}_small --set image_size=64 "
+                 f"--set model.variant=Femto/8 --set batch_size=64 --set total_steps=300 "
+                 f"--set optim.schedule.warmup_steps=30 --set eval_batch_size=256")
+        if backend == "cpu":
+            return [(f"train on it on this CPU ({os.cpu_count()} cores, minutes)", small),
+                    ("at the paper's scale (S/16 at 224 px; hours on a CPU, for an accelerator "
+                     "host)", paper)]
+        return [(f"train on it at the paper's scale on this {backend.upper()} host", paper),
+                ("a quick check first (minutes)", small)]
 
 
 # ---------------------------------------------------------------- inputs
