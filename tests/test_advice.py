@@ -216,6 +216,13 @@ def test_cli_table_and_json(tmp_path, capsys):
     assert data["unit"] == "tpuv3-core-days" and data["mfu"] == 0.4
     assert [a["budget"] for a in data["advice"]] == [1.0, 10.0]
     assert data["advice"][0]["budget_flops"] == pytest.approx(2.12544e18, rel=1e-12)
+    # One answer, from the chosen model's own law, and the upstream data it assumes.
+    table = _cli("--budget", "50", "--unit", "h100-days", "--n-boot", "5")
+    answer = [line for line in table.stdout.splitlines() if line.startswith("Answer: ")]
+    assert len(answer) == 1 and "(its own law;" in answer[0], table.stdout
+    model = next(line for line in table.stdout.splitlines() if line.startswith("Model: "))
+    assert answer[0].split()[2] == model.split()[1].rstrip(":")
+    assert "Upstream data assumed: the paper's JFT-3B" in table.stdout
 
 
 @pytest.mark.parametrize("args, words", [

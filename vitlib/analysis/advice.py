@@ -159,6 +159,19 @@ class Advice:
                       + (f"; data size of its nearest frontier run {self.data_size}"
                          if self.data_size else "")
                       + (f" ({self.epochs:.2g} epochs)" if self.epochs else "")]
+        if self.model is not None:
+            # The model's own law is fitted on that model's runs around the budget; the frontier
+            # law is a smooth envelope over every model's runs, so where the two differ the
+            # former is what training that model gives.
+            lines.append(f"Answer: train {self.model} for {self.images:.3g} images: expected "
+                         f"{METRIC_NAMES.get(self.metric, self.metric)} "
+                         f"{_f(self.model_error)} [{_f(self.model_error_lo)}, "
+                         f"{_f(self.model_error_hi)}] (its own law; the frontier law above is "
+                         f"the envelope over all models and only a guide)")
+        if "paper" in self.source:
+            lines.append("Upstream data assumed: the paper's JFT-3B and its 30M, 300M and 1B "
+                         "subsets (Appendix F/G); other upstream data or recipes change every "
+                         "number here")
         header = ["model", "runs", "front", f"compute range ({label})", "pred. error",
                   f"{pct} interval", "p_best", "best run <= budget", "reach x", "candidate"]
         rows = []
