@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: help install data test test-full reproduce quickstart bench zoo lock clean clean-runs
+.PHONY: help install data test test-full reproduce quickstart bench bench-accelerator zoo lock \
+	clean clean-runs
 
 help:
 	@echo "make test                  pytest + nbval over notebooks (smoke profile)"
@@ -14,6 +15,7 @@ help:
 	@echo "make reproduce PROFILE=cpu run every notebook with papermill into results/"
 	@echo "make quickstart            train the quickstart ViT on Fashion-MNIST (runs/quickstart)"
 	@echo "make bench                 input pipeline vs tf.data / PyTorch; train throughput; sweep overhead"
+	@echo "make bench-accelerator     device check: img/s, MFU, memory of B/16, L/16, g/14 on the JAX backend"
 	@echo "make zoo                   print paper Table 2 as computed by vitlib"
 	@echo "make install | data | lock"
 	@echo "make clean                 remove .venv and uncommitted results (smoke, interactive)"
@@ -86,6 +88,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/input_pipeline.py
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/sweep_overhead.py
+
+# The device check on whatever JAX backend is present: full sizes on a GPU/TPU (minutes),
+# tiny sizes on CPU (seconds; tests/test_bench_accelerator.py runs it). See docs/benchmarks.md.
+bench-accelerator: $(STAMP)
+	$(BIN)/python benchmarks/accelerator.py $(ARGS)
 
 zoo: $(STAMP)
 	$(BIN)/python -m vitlib.models.zoo
