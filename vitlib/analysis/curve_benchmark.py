@@ -91,21 +91,28 @@ def run(path=DEFAULT_CSV, estimators: Sequence[str] = learning_curves.ESTIMATORS
     for (dom, task, model), (xf, ef, xt, et) in sorted(curves.items()):
         if domain is not None and dom != domain:
             continue
-        for name in estimators:
-            record = {"domain": dom, "task": task, "model": model, "estimator": name,
-                      "n_fit": int(xf.size), "n_test": int(xt.size), "log_rmse": None}
-            try:
-                if xt.size == 0:
-                    raise ValueError("no Training == 0 points to score")
-                law = learning_curves.fit(xf, ef, name, up_bound=UP_BOUND.get(dom))
-                score = log_rmse(law, xt, et)
-                if not np.isfinite(score):
-                    raise ValueError("non-finite prediction")
-                record.update(log_rmse=score, params=law.params)
-            except (ValueError, RuntimeError, FloatingPointError) as err:
-                record["error"] = str(err)
-            records.append(record)
+        records += [score_curve((dom, task, model), (xf, ef, xt, et), name)
+                    for name in estimators]
     return records
+
+
+def score_curve(key: tuple, points: tuple, name: str) -> dict:
+    """The record of one (curve, estimator): ``name`` fitted on the curve's fit points and
+    scored (log-RMSE) on its test points; ``log_rmse`` None with ``error`` where it fails."""
+    (dom, task, model), (xf, ef, xt, et) = key, points
+    record = {"domain": dom, "task": task, "model": model, "estimator": name,
+              "n_fit": int(xf.size), "n_test": int(xt.size), "log_rmse": None}
+    try:
+        if xt.size == 0:
+            raise ValueError("no Training == 0 points to score")
+        law = learning_curves.fit(xf, ef, name, up_bound=UP_BOUND.get(dom))
+        score = log_rmse(law, xt, et)
+        if not np.isfinite(score):
+            raise ValueError("non-finite prediction")
+        record.update(log_rmse=score, params=law.params)
+    except (ValueError, RuntimeError, FloatingPointError) as err:
+        record["error"] = str(err)
+    return record
 
 
 def summary(records: list) -> dict:

@@ -53,17 +53,9 @@ def score_curves(curves: Mapping, estimators: Sequence[str], holdout: float) -> 
     for (dom, task, model), (xf, ef, xt, et) in sorted(curves.items()):
         up = curve_benchmark.UP_BOUND.get(dom)
         for name in estimators:
-            record = {"domain": dom, "task": task, "model": model, "estimator": name,
-                      "n_fit": int(xf.size), "n_test": int(xt.size), "log_rmse": None,
-                      "params": None, "holdout_log_rmse": _holdout_score(name, xf, ef, holdout, up)}
-            try:
-                law = learning_curves.fit(xf, ef, name, up_bound=up)
-                score = curve_benchmark.log_rmse(law, xt, et)
-                if not np.isfinite(score):
-                    raise ValueError("non-finite prediction")
-                record.update(log_rmse=score, params=law.params)
-            except (ValueError, RuntimeError, FloatingPointError) as err:
-                record["error"] = str(err)
+            record = curve_benchmark.score_curve((dom, task, model), (xf, ef, xt, et), name)
+            record.setdefault("params", None)
+            record["holdout_log_rmse"] = _holdout_score(name, xf, ef, holdout, up)
             records.append(record)
     return records
 
