@@ -18,8 +18,11 @@ the step ``fit`` runs, with its optimizer chain, clipping and decoupled decay):
   the planner's prediction, and img/s over NVIDIA JAX-Toolbox's ViT-B/16 anchor where it applies.
 
 Rows: B/16, L/16 and g/14 (when the planner fits it) x both optimizers with remat and scan on
-(the full profile's setting), and an A/B group of B/16 / ``adam_hp`` with remat on/off x scan
-on/off at one common batch (the largest that every setting fits). On an accelerator each row
+(the full profile's setting), and an A/B group of B/16 / ``adam_hp`` at one common batch (the
+largest that every setting fits): remat on/off x scan on/off, and from remat and scan on, one
+change each: cuDNN's fused attention (``model.attention='cudnn'``; planned as XLA's attention,
+an upper bound) and XLA's Triton GEMM off (``--xla_gpu_enable_triton_gemm=false``); the two are
+recorded as skipped, with the reason, off NVIDIA GPUs. The fastest setting is reported. On an accelerator each row
 runs in a process of its own, so that the peak memory is its own and an out-of-memory error
 costs only that row.
 
@@ -168,7 +171,7 @@ def model_config(spec: dict):
                       image_size=spec["image_size"], num_classes=spec["num_classes"],
                       pool_type="map", dtype="bfloat16", param_dtype="float32",
                       scan=spec["scan"], remat_policy="nothing_saveable" if spec["remat"]
-                      else "none", **spec["model"])
+                      else "none", attention=spec.get("attention", "xla"), **spec["model"])
 
 
 def build_step(spec: dict):
@@ -309,15 +312,55 @@ def plan_batches(specs: list[dict], memory_bytes: int, max_batch: int, fit_batch
 
 # ---------------------------------------------------------------- the run
 
+# XLA flag of the Triton GEMM A/B: XLA:GPU's GEMM fusions through Triton (on by default) or
+# cuBLAS for every matmul.
+TRITON_GEMM_OFF = "--xla_gpu_enable_triton_gemm=false"
+
+
 def configurations(size: dict) -> list[dict]:
+    """The main rows (each model x optimizer, remat and scan on, XLA attention, XLA's default
+    flags) and the A/B group on ``ab_variant`` / ``adam_hp``: remat x scan, then from remat and
+    scan on one change at a time: cuDNN's fused attention, Triton's GEMM off."""
     base = dict(image_size=size["image_size"], num_classes=size["num_classes"],
-                warmup_steps=size["warmup_steps"], timed_steps=size["timed_steps"])
+                warmup_steps=size["warmup_steps"], timed_steps=size["timed_steps"],
+                attention="xla", xla_flags="")
     rows = [dict(base, group="main", variant=v, model=m, optimizer=o, remat=True, scan=True)
             for v, m in size["variants"].items() for o in OPTIMIZERS]
-    ab = size["ab_variant"]
-    rows += [dict(base, group="A/B", variant=ab, model=size["variants"][ab], optimizer="adam_hp",
-                  remat=r, scan=s) for r in (True, False) for s in (True, False)]
+    ab = dict(base, group="A/B", variant=size["ab_variant"],
+              model=size["variants"][size["ab_variant"]], optimizer="adam_hp")
+    rows += [dict(ab, remat=r, scan=s) for r in (True, False) for s in (True, False)]
+    rows += [dict(ab, remat=True, scan=True, attention="cudnn"),
+             dict(ab, remat=True, scan=True, xla_flags=TRITON_GEMM_OFF)]
     return rows
+
+
+def not_on_this_device(spec: dict, device: dict, isolate: bool):
+    """Why a row cannot run here, or None."""
+    if spec["attention"] == "cudnn" and device["platform"] != "gpu":
+        return "cuDNN attention needs an NVIDIA GPU"
+    if spec["xla_flags"] and device["platform"] != "gpu":
+        return f"{spec['xla_flags']} is an XLA:GPU flag"
+    if spec["xla_flags"] and not isolate:
+        return "XLA flags need a process of their own"
+    return None
+
+
+def setting(row: dict) -> str:
+    """A row's A/B setting in words."""
+    return (f"remat {'on' if row['remat'] else 'off'}, scan {'on' if row['scan'] else 'off'}, "
+            f"{row['attention']} attention"
+            f"{', ' + row['xla_flags'] if row['xla_flags'] else ''}")
+
+
+def best_setting(rows: list[dict]):
+    """The A/B row with the most img/s (the setting the full profile should use), or None."""
+    done = [r for r in rows if r["group"] == "A/B" and "img_per_s_per_device" in r]
+    if not done:
+        return None
+    best = max(done, key=lambda r: r["img_per_s_per_device"])
+    return {"setting": setting(best), "img_per_s_per_device": best["img_per_s_per_device"],
+            "over_each": {setting(r): best["img_per_s_per_device"] / r["img_per_s_per_device"]
+                          for r in done if r is not best}}
 
 
 def run_rows(specs: list[dict], device: dict, size: dict, isolate: bool) -> list[dict]:
@@ -332,20 +375,24 @@ def run_rows(specs: list[dict], device: dict, size: dict, isolate: bool) -> list
     for spec, plan in zip(specs, plans):
         cfg = model_config(spec)
         row = {key: spec[key] for key in ("group", "variant", "optimizer", "remat", "scan",
-                                          "image_size", "num_classes")}
+                                          "attention", "xla_flags", "image_size",
+                                          "num_classes")}
         row.update(model={k: getattr(cfg, k) for k in ("width", "depth", "mlp_dim",
                                                        "num_heads", "patch_size")},
                    pool_type="map", dtype="bfloat16", param_dtype="float32")
-        if plan is None:
-            rows.append({**row, "skipped": f"the planner fits no batch in {MEMORY_FRACTION} x "
-                                           f"{device['memory_bytes'] / GIB:.1f} GiB"})
+        skipped = not_on_this_device(spec, device, isolate)
+        if plan is None or skipped:
+            rows.append({**row, "skipped": skipped or f"the planner fits no batch in "
+                         f"{MEMORY_FRACTION} x {device['memory_bytes'] / GIB:.1f} GiB"})
             continue
         spec = {**spec, "batch": plan["batch_per_device"]}
-        key = tuple(spec[k] for k in ("variant", "optimizer", "remat", "scan", "batch"))
+        key = tuple(spec[k] for k in ("variant", "optimizer", "remat", "scan", "attention",
+                                      "xla_flags", "batch"))
         if key in measured:
             result = {**measured[key], "same_measurement_as": "main"}
         elif isolate:
-            result = in_subprocess("measure", spec)
+            flags = " ".join(f for f in (os.environ.get("XLA_FLAGS", ""), spec["xla_flags"]) if f)
+            result = in_subprocess("measure", spec, env={"XLA_FLAGS": flags} if flags else None)
         else:
             try:
                 result = measure(spec)
@@ -377,7 +424,8 @@ def run_rows(specs: list[dict], device: dict, size: dict, isolate: bool) -> list
                          if anchor and spec["batch"] != ANCHOR_BATCH else None))
         rows.append(row)
         print(f"{spec['group']:4s} {spec['variant']:6s} {spec['optimizer']:12s} "
-              f"remat={spec['remat']!s:5s} scan={spec['scan']!s:5s} batch {spec['batch']:5d}: "
+              f"remat={spec['remat']!s:5s} scan={spec['scan']!s:5s} {spec['attention']:5s} "
+              f"{spec['xla_flags'] or '':36s} batch {spec['batch']:5d}: "
               f"{images_per_s:10.1f} img/s, {step_s * 1e3:8.2f} ms/step, MFU {row['mfu']:.3f}",
               flush=True)
     cross_check_flops(rows)
@@ -443,24 +491,31 @@ def markdown(report: dict) -> str:
              f"- ViT with MAP head, bf16 compute, fp32 parameters, sigmoid loss, "
              f"{report['image_size']} px; median of {report['timed_steps']} timed steps after "
              f"the compile and {report['warmup_steps']} warm-up step(s).", "",
-             "| group | model | optimizer | remat | scan | batch/device | img/s/device | "
-             "ms/step | MFU | XLA / zoo FLOPs | peak GiB | planned GiB | vs anchor |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| group | model | optimizer | remat | scan | attention | XLA flags | batch/device "
+             "| img/s/device | ms/step | MFU | XLA / zoo FLOPs | peak GiB | planned GiB | "
+             "vs anchor |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
     for r in report["rows"]:
         if "img_per_s_per_device" not in r:
             lines.append(f"| {r['group']} | {r['variant']} | {r['optimizer']} | {r['remat']} | "
-                         f"{r['scan']} | {r.get('batch_per_device', '-')} | "
+                         f"{r['scan']} | {r['attention']} | {r['xla_flags'] or '-'} | "
+                         f"{r.get('batch_per_device', '-')} | "
                          f"{r.get('skipped') or 'failed: ' + _cell(r.get('error', ''))} "
                          f"| | | | | | |")
             continue
         lines.append(
             f"| {r['group']}{' (= main)' if r['same_measurement_as'] else ''} | {r['variant']} | "
-            f"{r['optimizer']} | {r['remat']} | {r['scan']} | "
-            f"{r['batch_per_device']} | {r['img_per_s_per_device']:.1f} | "
+            f"{r['optimizer']} | {r['remat']} | {r['scan']} | {r['attention']} | "
+            f"{r['xla_flags'] or '-'} | {r['batch_per_device']} | {r['img_per_s_per_device']:.1f} | "
             f"{r['step_time_s'] * 1e3:.2f} | {r['mfu']:.3f} | {fmt(r['xla_over_zoo'], '.3f')} | "
             f"{fmt(r['peak_bytes'] and r['peak_bytes'] / GIB, '.2f')} | "
             f"{r['planned_bytes'] / GIB:.3f} | {fmt(r['over_anchor'], '.2f')} |")
+    best = report.get("best_setting")
+    if best:
+        lines += ["", f"Fastest A/B setting: {best['setting']}, "
+                      f"{best['img_per_s_per_device']:.1f} img/s per device ("
+                      + "; ".join(f"{v:.2f}x {k}" for k, v in best["over_each"].items()) + ")."]
     c = report["correctness"]
     lines += ["", "## Correctness", ""]
     if "error" in c:
@@ -514,7 +569,7 @@ def main(argv=None) -> int:
               "date": time.strftime("%Y-%m-%d"), "machine": platform.machine(),
               "image_size": size["image_size"], "warmup_steps": size["warmup_steps"],
               "timed_steps": size["timed_steps"], "memory_fraction": MEMORY_FRACTION,
-              "rows": rows, "correctness": check,
+              "rows": rows, "best_setting": best_setting(rows), "correctness": check,
               "wall_s": time.perf_counter() - started}
     stem = args.out / f"accelerator_{device['slug']}"
     write_json(stem.with_suffix(".json"), report)

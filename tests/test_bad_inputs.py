@@ -98,3 +98,43 @@ def test_convert_without_from_says_so_in_one_line():
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "error: the following arguments are required: --from (see --help)"]
+
+
+def _train_cli(tmp_path, *sets):
+    import subprocess
+    import sys
+
+    args = [a for s in sets for a in ("--set", s)]
+    return subprocess.run([sys.executable, "-m", "vitlib.train", "--config", "quickstart",
+                           "--workdir", str(tmp_path / "w"), *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_patch_that_does_not_tile_the_image_is_refused_unless_asked(tmp_path):
+    from vitlib.configs import load_config, set_fields
+    from vitlib.train.build import build_model
+
+    # The CLI: one line naming the field, what would be dropped and what is allowed.
+    out = _train_cli(tmp_path, "model.variant=Pico/5")  # Fashion-MNIST: 28 = 5 x 5 + 3
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode != 0 and len(lines) == 1, out.stderr[-2000:]
+    assert "model.variant: 'Pico/5'" in lines[0] and "drops the last 3 pixel" in lines[0]
+    assert "(1, 2, 4, 7, 14, 28)" in lines[0] and "model.drop_remainder_pixels=True" in lines[0]
+    assert not (tmp_path / "w" / "result.json").exists()
+    # Asked for, it builds the floor(28 / 15)^2 = 1 token model, warning once.
+    config = set_fields(load_config("quickstart"), {"model.variant": "Pico/15"})
+    with pytest.raises(ValueError, match="drops the last 13 pixel rows"):
+        build_model(config, 28, 10)
+    config.model.drop_remainder_pixels = True
+    assert build_model(config, 28, 10).config.patch_size == 15
+    # A patch that tiles is never refused.
+    config = set_fields(load_config("quickstart"), {"model.variant": "Pico/7"})
+    assert build_model(config, 28, 10).config.patch_size == 7
+
+
+def test_cudnn_attention_on_a_cpu_is_refused_in_one_line(tmp_path):
+    out = _train_cli(tmp_path, "model.attention=cudnn")
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode != 0 and len(lines) == 1, out.stderr[-2000:]
+    assert "model.attention: 'cudnn' needs an NVIDIA GPU backend" in lines[0]
+    assert "'cpu'" in lines[0]

@@ -40,7 +40,12 @@ def tiny_train_flops():
 def test_rows_have_positive_throughput_and_formula_mfu(report):
     data, _ = report
     rows = [r for r in data["rows"] if "img_per_s_per_device" in r]
-    assert len(rows) == len(data["rows"]) == 6  # 2 optimizers + the 4-row A/B group
+    assert len(rows) == 6  # 2 optimizers + remat x scan; cuDNN and Triton need a GPU:
+    assert [(r["attention"], r["xla_flags"], r["skipped"]) for r in data["rows"]
+            if "img_per_s_per_device" not in r] == [
+        ("cudnn", "", "cuDNN attention needs an NVIDIA GPU"),
+        ("xla", "--xla_gpu_enable_triton_gemm=false",
+         "--xla_gpu_enable_triton_gemm=false is an XLA:GPU flag")]
     peak = data["device"]["peak_flops"]
     assert peak > 0
     for r in rows:
@@ -62,6 +67,40 @@ def test_rows_have_positive_throughput_and_formula_mfu(report):
     ab = {(r["remat"], r["scan"]) for r in rows if r["group"] == "A/B"}
     assert ab == {(True, True), (True, False), (False, True), (False, False)}
     assert len({r["batch_per_device"] for r in rows if r["group"] == "A/B"}) == 1
+    fastest = max((r for r in rows if r["group"] == "A/B"), key=lambda r: r["img_per_s_per_device"])
+    best = data["best_setting"]
+    assert best["img_per_s_per_device"] == fastest["img_per_s_per_device"]
+    assert best["setting"].startswith(f"remat {'on' if fastest['remat'] else 'off'}, scan "
+                                      f"{'on' if fastest['scan'] else 'off'}, xla attention")
+    assert len(best["over_each"]) == 3 and min(best["over_each"].values()) >= 1.0
+
+
+def test_gpu_rows_run_on_a_gpu_in_their_own_process_with_their_flag(monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("accelerator_bench",
+                                                  ROOT / "benchmarks" / "accelerator.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.configurations(bench.SIZES["tiny"])
+    cudnn, triton = rows[-2:]
+    gpu, tpu = {"platform": "gpu"}, {"platform": "tpu"}
+    assert bench.not_on_this_device(cudnn, gpu, isolate=True) is None
+    assert bench.not_on_this_device(triton, gpu, isolate=True) is None
+    assert "process of their own" in bench.not_on_this_device(triton, gpu, isolate=False)
+    assert "NVIDIA GPU" in bench.not_on_this_device(cudnn, tpu, isolate=False)
+    assert bench.model_config(dict(cudnn, scan=True)).attention == "cudnn"
+    # The flag reaches the row's process: XLA_FLAGS of the subprocess, after the host's own.
+    seen = {}
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+    monkeypatch.setattr(bench, "in_subprocess", lambda task, spec, env=None: seen.update(
+        env or {}) or {"error": "not run"})
+    monkeypatch.setattr(bench, "plan_batches", lambda specs, *a: [{"batch_per_device": 2,
+                                                                  "total_bytes": 1}] * len(specs))
+    device = {"platform": "gpu", "memory_bytes": 2**30, "accelerator": "h100"}
+    [row] = bench.run_rows([triton], device, bench.SIZES["tiny"], isolate=True)
+    assert seen == {"XLA_FLAGS": "--xla_dump_to=/tmp/x --xla_gpu_enable_triton_gemm=false"}
+    assert row["error"] == "not run" and row["xla_flags"] == triton["xla_flags"]
 
 
 def test_device_and_versions_recorded(report):
@@ -70,7 +109,7 @@ def test_device_and_versions_recorded(report):
     assert data["tiny"] is True and device["platform"] == "cpu"
     assert device["accelerator"] is None and "measured" in device["peak_source"]
     assert device["memory_stats"].startswith("none")  # CPU: no memory statistics
-    assert all(r["peak_bytes"] is None for r in data["rows"])
+    assert all(r.get("peak_bytes") is None for r in data["rows"])
     assert data["jax"] == jax.__version__ and data["jaxlib"]
     assert "xla_flags" in data
 

@@ -197,3 +197,41 @@ def test_cpu_plan_prices_the_cached_runs_beside_their_measured_times(tmp_path, m
     out = capsys.readouterr().out
     assert "3 runs: estimated" in out and "measured 0.2 min" in out
     assert "== notebook 04" in out and "no finished runs cached" in out
+
+
+def _device_report(folder, name, accelerator, date, mfus, tiny=False):
+    rows = [{"group": "main", "mfu": m} for m in mfus] + [{"group": "A/B", "mfu": 0.99},
+                                                         {"group": "main", "skipped": "no fit"}]
+    (folder / f"accelerator_{name}.json").write_text(json.dumps(
+        {"tiny": tiny, "date": date, "rows": rows,
+         "device": {"accelerator": accelerator, "device_kind": f"kind of {name}"}}))
+
+
+def test_plan_prices_at_the_mfu_a_device_check_measured_else_says_it_assumes(
+        tmp_path, monkeypatch, capsys):
+    from vitlib.analysis.accelerators import DEFAULT_MFU
+    from vitlib.study import device_check
+
+    monkeypatch.setattr(device_check, "BENCHMARKS", tmp_path)
+    assert device_check.measured_mfu("h100") is None
+    args = ["--profile", "full", "--plan", "--no-memory", "--only", "03", "--accelerator", "h100"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"h100: MFU {DEFAULT_MFU:.2f} assumed: no device check of h100" in out
+    assert f"at MFU {DEFAULT_MFU:.2f} (assumed" in out
+    # Reports: an older H100 one, the newest (its main rows' median: 0.3), a tiny one and an A100
+    # one, neither of which counts for the H100.
+    _device_report(tmp_path, "h100-old", "h100", "2026-01-01", [0.5, 0.5])
+    _device_report(tmp_path, "h100", "h100", "2026-02-01", [0.2, 0.3, 0.45])
+    _device_report(tmp_path, "h100-tiny", "h100", "2026-03-01", [0.01], tiny=True)
+    _device_report(tmp_path, "a100", "a100", "2026-03-01", [0.6])
+    measured = device_check.measured_mfu("h100")
+    assert (measured.mfu, measured.rows) == (0.3, 3)
+    assert "accelerator_h100.json (kind of h100, 2026-02-01)" in measured.source
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "h100: MFU 0.30 measured: the median of 3 main rows of accelerator_h100.json" in out
+    assert "at MFU 0.30" in out and "(assumed" not in out
+    # --mfu wins, and says so.
+    assert main([*args, "--mfu", "0.25"]) == 0
+    assert "h100: MFU 0.25 given (--mfu)" in capsys.readouterr().out

@@ -43,6 +43,8 @@ LATER_KEYS = {
               "crop": "inception", "min_area": 0.05, "flip": True, "label_key": "label",
               "bad_images": "skip", "decoder": "simplejpeg-rows"},
     "model.head_bias_init": 0.0,
+    "model.drop_remainder_pixels": False,
+    "model.attention": "xla",
     "fewshot.suite": [],
     "fewshot.l2": "loso",
     "fewshot.every": 0,

@@ -43,7 +43,13 @@ def get_config() -> ml_collections.ConfigDict:
         scan=False, remat_policy="none",
         # Initial classifier bias; negative with the sigmoid loss on many classes (-10 for
         # ImageNet-21k, -6.9 for ImageNet-1k, as big_vision).
-        head_bias_init=0.0))
+        head_bias_init=0.0,
+        # A patch that does not tile the image drops the remainder pixels (VALID patchify);
+        # training refuses that unless this is True.
+        drop_remainder_pixels=False,
+        # Attention kernel: "xla" (Flax's einsum attention) or "cudnn" (jax.nn's fused
+        # dot_product_attention; NVIDIA GPUs only).
+        attention="xla"))
     c.image_size = 0  # input resolution; 0 = the dataset's own (others: bilinear resize)
     c.loss = "softmax"  # softmax | sigmoid (cross-entropy)
     c.label_smoothing = 0.0  # in [0, 1): targets mixed with the uniform distribution

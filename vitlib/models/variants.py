@@ -40,6 +40,7 @@ REMAT_POLICIES = (
     "everything_saveable",
 )
 DTYPES = ("float32", "bfloat16", "float16")
+ATTENTION_KERNELS = ("xla", "cudnn")  # vitlib.models.attention
 
 _VARIANT_RE = re.compile(r"^([A-Za-z]+)/([0-9]+)$")
 
@@ -91,6 +92,7 @@ class ViTConfig:
     # accelerators that tile the sequence do (257 tokens -> 384 at 128): memory planning.
     pad_tokens_to: int = 0
     variant: Optional[str] = None  # the name it was built from, for display only
+    attention: str = "xla"  # the attention kernel (vitlib.models.attention)
     # Image channels (1: grey-scale), when known: read off a checkpoint's patch kernel, carried
     # to timm's ``in_chans`` on export. None = any (the model takes what it is given).
     in_channels: Optional[int] = None
@@ -118,6 +120,7 @@ class ViTConfig:
         _check_choice("remat_policy", self.remat_policy, REMAT_POLICIES)
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("param_dtype", self.param_dtype, DTYPES)
+        _check_choice("attention", self.attention, ATTENTION_KERNELS)
         if self.width % self.num_heads:
             raise ValueError(
                 f"num_heads: width {self.width} is not divisible by num_heads {self.num_heads}; "
@@ -137,19 +140,29 @@ class ViTConfig:
         return dataclasses.replace(self, **changes)
 
 
+def untiled_pixels(image_size: int, patch_size: int) -> Optional[str]:
+    """What VALID patchify drops when ``patch_size`` does not tile ``image_size``, else None."""
+    remainder = image_size % patch_size
+    if not remainder or patch_size > image_size:
+        return None
+    grid = image_size // patch_size
+    return (f"patch {patch_size} does not tile {image_size} px images: VALID patchify drops "
+            f"the last {remainder} pixel rows and columns (tokens = floor({image_size}/"
+            f"{patch_size})^2 = {grid ** 2})")
+
+
 def check_image_size(image_size: int, patch_size: int) -> int:
-    """Returns the patches per side; warns when VALID patchify drops remainder pixels."""
+    """Returns the patches per side; warns when VALID patchify drops remainder pixels (training
+    refuses that unless asked: ``vitlib.train.build``)."""
     if patch_size > image_size:
         raise ValueError(
             f"patch_size: {patch_size} is larger than the image ({image_size}px); allowed: "
             f"1..{image_size}")
-    remainder = image_size % patch_size
-    if remainder:
-        warnings.warn(
-            f"patch {patch_size} does not divide image size {image_size}: VALID patchify drops "
-            f"the last {remainder} pixel rows and columns (tokens = floor({image_size}/"
-            f"{patch_size})^2 = {(image_size // patch_size) ** 2}), as the paper does",
-            stacklevel=3)
+    dropped = untiled_pixels(image_size, patch_size)
+    if dropped:
+        # Warned from this one line, so Python's default filter shows each message once
+        # (the model and the FLOP count both check).
+        warnings.warn(f"{dropped}, as big_vision's strided conv does", stacklevel=1)
     return image_size // patch_size
 
 

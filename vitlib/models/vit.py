@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vitlib.models.attention import attention_function
 from vitlib.models.variants import ViTConfig, check_image_size, padded_length
 
 
@@ -77,6 +78,7 @@ class EncoderBlock(nn.Module):
     num_heads: int
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
+    attention: str = "xla"
 
     @nn.compact
     def __call__(self, x, mask=None):
@@ -86,6 +88,7 @@ class EncoderBlock(nn.Module):
         y = nn.MultiHeadDotProductAttention(
             num_heads=self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype,
             kernel_init=nn.initializers.xavier_uniform(), name="MultiHeadDotProductAttention_0",
+            attention_fn=attention_function(self.attention),
         )(y, y, mask=mask)
         x = x + y
         y = norm("LayerNorm_1")(x)
@@ -101,6 +104,7 @@ class Encoder(nn.Module):
     remat_policy: str = "none"
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
+    attention: str = "xla"
 
     @nn.compact
     def __call__(self, x, mask=None):
@@ -112,7 +116,7 @@ class Encoder(nn.Module):
                 prevent_cse=not self.scan,
                 policy=getattr(jax.checkpoint_policies, self.remat_policy))
         kwargs = dict(mlp_dim=self.mlp_dim, num_heads=self.num_heads, dtype=self.dtype,
-                      param_dtype=self.param_dtype)
+                      param_dtype=self.param_dtype, attention=self.attention)
         if self.scan:
             scanned = nn.scan(block_cls, variable_axes={"params": 0},
                               split_rngs={"params": True}, in_axes=nn.broadcast,
@@ -132,6 +136,7 @@ class MAPHead(nn.Module):
     num_heads: int
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
+    attention: str = "xla"
 
     @nn.compact
     def __call__(self, x):
@@ -141,7 +146,8 @@ class MAPHead(nn.Module):
         probe = jnp.tile(probe, [n, 1, 1]).astype(self.dtype)
         x = nn.MultiHeadDotProductAttention(
             num_heads=self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype,
-            kernel_init=nn.initializers.xavier_uniform())(probe, x)
+            kernel_init=nn.initializers.xavier_uniform(),
+            attention_fn=attention_function(self.attention))(probe, x)
         y = nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype)(x)
         x = x + MlpBlock(self.mlp_dim, self.dtype, self.param_dtype)(y)
         return x[:, 0]
@@ -185,12 +191,13 @@ class ViT(nn.Module):
             mask = (jnp.arange(x.shape[1]) < tokens)[None, None, None, :]
         x = Encoder(depth=cfg.depth, mlp_dim=cfg.mlp_dim, num_heads=cfg.num_heads,
                     scan=cfg.scan, remat_policy=cfg.remat_policy, dtype=dtype,
-                    param_dtype=param_dtype, name="Transformer")(x, mask)[:, :tokens]
+                    param_dtype=param_dtype, attention=cfg.attention,
+                    name="Transformer")(x, mask)[:, :tokens]
         aux = {"encoded": x}
 
         if cfg.pool_type == "map":
             x = MAPHead(mlp_dim=cfg.mlp_dim, num_heads=cfg.num_heads, dtype=dtype,
-                        param_dtype=param_dtype, name="MAPHead_0")(x)
+                        param_dtype=param_dtype, attention=cfg.attention, name="MAPHead_0")(x)
         elif cfg.pool_type == "gap":
             x = jnp.mean(x, axis=1)
         else:  # tok

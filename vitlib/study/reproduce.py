@@ -158,22 +158,25 @@ def print_plan(args) -> int:
                   f"{['01', *notebooks]}", file=sys.stderr)
             return 2
         notebooks = [n for n in notebooks if n in args.only]
-    everything, hosts = [], set()
+    everything, hosts, mfus = [], set(), {}
     try:
         sets = parse_sets(args.set)
         for notebook in notebooks:
             accelerator, devices, runs = _notebook_plan(notebook, args, sets)
+            if accelerator not in mfus:
+                mfus[accelerator] = _plan_mfu(args.mfu, accelerator)
             hosts.add((accelerator, devices))
             everything += runs
             print(f"== notebook {notebook}", flush=True)
-            print(plan(runs, accelerator, devices, args.mfu,
+            print(plan(runs, accelerator, devices, mfus[accelerator],
                        memory=not args.no_memory).table(), flush=True)
         if len(notebooks) > 1:
             accelerator, devices = sorted(hosts)[0]
             mixed = (f" (notebooks name {len(hosts)} hosts; priced on the first)"
                      if len(hosts) > 1 else "")
             print(f"== the whole full profile{mixed}", flush=True)
-            print(plan(everything, accelerator, devices, args.mfu, memory=False).table())
+            print(plan(everything, accelerator, devices, mfus[accelerator],
+                       memory=False).table())
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -207,6 +210,25 @@ def print_cpu_plan(args) -> int:
               f"training on this CPU, measured {report['measured_total_s'] / 60:.1f} min "
               f"(training only; compiles, evaluations and few-shot come on top)", flush=True)
     return 0
+
+
+def _plan_mfu(given, accelerator: str):
+    """The MFU ``--plan`` prices ``accelerator`` at: ``--mfu``, else the one ``make
+    bench-accelerator`` measured there (``vitlib.study.device_check``), else None (the
+    assumption); prints which."""
+    from vitlib.analysis.accelerators import DEFAULT_MFU
+    from vitlib.study import device_check
+
+    if given is not None:
+        print(f"{accelerator}: MFU {given:.2f} given (--mfu)", flush=True)
+        return given
+    measured = device_check.measured_mfu(accelerator)
+    if measured:
+        print(f"{accelerator}: {measured.note()}", flush=True)
+        return measured.mfu
+    print(f"{accelerator}: MFU {DEFAULT_MFU:.2f} assumed: no device check of {accelerator} in "
+          f"{device_check.BENCHMARKS} (make bench-accelerator on one writes it)", flush=True)
+    return None
 
 
 def _notebook_plan(notebook: str, args, sets: dict) -> tuple:

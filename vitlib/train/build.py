@@ -13,6 +13,8 @@ from vitlib.data.augment import Augment
 from vitlib.data.batches import MemoryInput, nested_subset
 from vitlib.evals import fewshot, suite
 from vitlib.models import ViT, vit_config
+from vitlib.models.attention import check_attention_backend
+from vitlib.models.variants import parse_variant, untiled_pixels
 from vitlib.optim.chain import SweepableOptimizer, make_sweepable_optimizer
 from vitlib.train.checkpoints import Checkpointer
 from vitlib.train.programs import Programs, programs_for
@@ -113,11 +115,20 @@ def build_model(config, image_size: int, num_classes: int) -> ViT:
                              f"{value!r}")
         if value:
             shape[field] = value
+    check_attention_backend(m.attention)
+    dropped = untiled_pixels(image_size, parse_variant(m.variant)["patch_size"])
+    if dropped and not m.drop_remainder_pixels:
+        patch = parse_variant(m.variant)["patch_size"]
+        tiling = [p for p in range(1, image_size + 1) if image_size % p == 0]
+        raise ValueError(
+            f"model.variant: {m.variant!r}: {dropped}; allowed: a patch that divides "
+            f"{image_size} ({', '.join(map(str, tiling))}), an image_size that is a multiple "
+            f"of {patch}, or --set model.drop_remainder_pixels=True to train so")
     return ViT(vit_config(m.variant, **shape, image_size=image_size, num_classes=num_classes,
                           pool_type=m.pool_type, posemb=m.posemb,
                           representation_size=m.representation_size or None, dtype=m.dtype,
                           param_dtype=m.param_dtype, scan=m.scan, remat_policy=m.remat_policy,
-                          head_bias_init=m.head_bias_init))
+                          head_bias_init=m.head_bias_init, attention=m.attention))
 
 
 def optimizer_config(config) -> dict:
