@@ -235,3 +235,20 @@ def test_plan_prices_at_the_mfu_a_device_check_measured_else_says_it_assumes(
     # --mfu wins, and says so.
     assert main([*args, "--mfu", "0.25"]) == 0
     assert "h100: MFU 0.25 given (--mfu)" in capsys.readouterr().out
+
+
+def test_the_whole_plan_has_a_grand_total_and_its_assumptions_once(capsys):
+    assert main(["--profile", "full", "--plan", "--no-memory", "--only", "03", "06"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("Assumptions") == 1 and out.index("Assumptions") > out.index("== the whole")
+    total = out[out.index("== the whole full profile"):]
+    lines = {line.split()[1]: line.split() for line in total.splitlines()
+             if line.startswith("notebook ")}
+    [grand] = [line.split() for line in total.splitlines() if line.startswith("total ")]
+    assert set(lines) == {"03", "06"}
+    # The grand total is the sum of the notebooks' rows (runs and device-hours).
+    assert int(grand[1]) == sum(int(v[2]) for v in lines.values())
+    assert float(grand[3].replace(",", "")) == pytest.approx(
+        sum(float(v[4].replace(",", "")) for v in lines.values()), abs=0.11)
+    # 06's shapes are S/16 with a changed shape: the table says what the star means.
+    assert "S/16*" in out and "* the named variant with a changed shape" in out

@@ -126,7 +126,8 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        """The variant, or the custom shape as width x depth / patch."""
+        """The variant, ``variant*`` when ``model`` changes its shape or head (the table's
+        footnote says so), or the custom shape as width x depth / patch."""
         if self.variant is not None and not self.model:
             return self.variant
         cfg = self.config()
@@ -203,8 +204,9 @@ class Plan:
                              f"or null")
         return out
 
-    def table(self) -> str:
-        """A text table: one row per run spec and a total, then the assumptions."""
+    def table(self, assumptions: bool = True) -> str:
+        """A text table: one row per run spec and a total, then (``assumptions``) the
+        assumptions."""
         acc = self.accelerator
         runs = self.totals["runs"]
         head = (f"Compute plan: {len(self.rows)} run spec(s), {runs} run(s) on {self.devices} x "
@@ -234,6 +236,9 @@ class Plan:
         rule = "-" * len(line(columns))
         lines = [head, "", line(columns), rule] + [line(b) for b in body[:-1]] + [rule,
                                                                                  line(body[-1])]
+        if any(r["label"].endswith("*") for r in self.rows):
+            lines += ["", "* the named variant with a changed shape (width, depth, MLP or "
+                          "heads, as the run's name says); GFLOP/img is the changed model's"]
         if self.memory:
             lines += ["", f"{len(self.steps)} distinct compiled step(s), planned once each:"]
             for i, s in enumerate(self.steps):
@@ -243,7 +248,8 @@ class Plan:
                              f"({100 * s['memory_fraction']:.0f}% of {acc.label}'s "
                              f"{acc.memory_bytes / GIB:.1f} GiB) -> "
                              f"{'fits' if s['fits'] else 'DOES NOT FIT'}")
-        lines += ["", "Assumptions:"] + [f"- {a}" for a in self.assumptions]
+        if assumptions:
+            lines += ["", "Assumptions:"] + [f"- {a}" for a in self.assumptions]
         return "\n".join(lines)
 
 

@@ -158,7 +158,8 @@ def print_plan(args) -> int:
                   f"{['01', *notebooks]}", file=sys.stderr)
             return 2
         notebooks = [n for n in notebooks if n in args.only]
-    everything, hosts, mfus = [], set(), {}
+    everything, hosts, mfus, plans = [], set(), {}, {}
+    several = len(notebooks) > 1  # assumptions once, after the grand total
     try:
         sets = parse_sets(args.set)
         for notebook in notebooks:
@@ -168,15 +169,18 @@ def print_plan(args) -> int:
             hosts.add((accelerator, devices))
             everything += runs
             print(f"== notebook {notebook}", flush=True)
-            print(plan(runs, accelerator, devices, mfus[accelerator],
-                       memory=not args.no_memory).table(), flush=True)
-        if len(notebooks) > 1:
+            plans[notebook] = plan(runs, accelerator, devices, mfus[accelerator],
+                                   memory=not args.no_memory)
+            print(plans[notebook].table(assumptions=not several), flush=True)
+        if several:
             accelerator, devices = sorted(hosts)[0]
             mixed = (f" (notebooks name {len(hosts)} hosts; priced on the first)"
                      if len(hosts) > 1 else "")
+            whole = plan(everything, accelerator, devices, mfus[accelerator], memory=False)
             print(f"== the whole full profile{mixed}", flush=True)
-            print(plan(everything, accelerator, devices, mfus[accelerator],
-                       memory=False).table())
+            print(grand_total(plans, whole))
+            print("\nAssumptions (every notebook's):")
+            print("\n".join(f"- {a}" for a in next(iter(plans.values())).assumptions))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -210,6 +214,21 @@ def print_cpu_plan(args) -> int:
               f"training on this CPU, measured {report['measured_total_s'] / 60:.1f} min "
               f"(training only; compiles, evaluations and few-shot come on top)", flush=True)
     return 0
+
+
+def grand_total(plans: dict, whole) -> str:
+    """One line per notebook's plan and the whole profile's total (``whole``)."""
+    rows = [(f"notebook {n}", p.totals) for n, p in plans.items()] + [("total", whole.totals)]
+    lines = [f"{'':12s}  {'runs':>5s}  {'FLOPs':>9s}  {'device-h':>9s}  {'wall-h':>7s}  "
+             f"{'wall-days':>9s}"]
+    for name, t in rows:
+        if name == "total":
+            lines.append("-" * len(lines[0]))
+        lines.append(f"{name:12s}  {t['runs']:5d}  {t['flops']:9.3g}  {t['device_hours']:9,.1f}  "
+                     f"{t['wall_hours']:7,.1f}  {t['wall_hours'] / 24:9.2f}")
+    return (f"{whole.devices} x {whole.accelerator.label} at MFU {whole.mfu:.2f}"
+            f"{' (assumed)' if whole.mfu_assumed else ''}, runs one after another:\n"
+            + "\n".join(lines))
 
 
 def _plan_mfu(given, accelerator: str):
