@@ -13,7 +13,8 @@ from vitlib.configs import load_config, set_fields
 from vitlib.models import vit_config
 from vitlib.models.counting import count_flops
 from vitlib.study import full_profile, reproduce
-from vitlib.study.findings import Findings, render
+from vitlib.study.findings import Findings
+from vitlib.study.findings_report import render
 from vitlib.study.full_setup import full_setup
 from vitlib.study.reproduce import main
 from vitlib.study.results import repo_root

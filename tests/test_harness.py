@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vitlib.files import write_json
-from vitlib.study import findings, reproduce
+from vitlib.study import findings_report, reproduce
 from vitlib.study.findings import (ClaimCheckFailed, Findings, pooled_std, verdict_all,
                                    verdict_greater, verdict_within)
 from vitlib.study.profiles import by_profile, resolve_profile
@@ -56,7 +56,7 @@ def test_findings_of_another_results_folder_never_overwrite_findings_md(tmp_path
     f.save(results / "figures")
     committed = (ROOT / "FINDINGS.md").read_bytes()
     monkeypatch.chdir(ROOT)
-    assert findings.main(["--results", str(results)]) == 0
+    assert findings_report.main(["--results", str(results)]) == 0
     assert (results / "FINDINGS.md").is_file()
     assert (ROOT / "FINDINGS.md").read_bytes() == committed
 
@@ -133,8 +133,8 @@ def test_findings_md_renders_claims_and_checks_and_detects_staleness(tmp_path, c
     f.save(figures)
     out = tmp_path / "FINDINGS.md"
     args = ["--results", str(tmp_path / "results"), "--output", str(out)]
-    assert findings.main(args + ["--check"]) == 1  # missing
-    assert findings.main(args) == 0
+    assert findings_report.main(args + ["--check"]) == 1  # missing
+    assert findings_report.main(args) == 0
     text = out.read_text()
     assert "2 claims of the paper: 1 hold, 1 do not hold, 0 inconclusive" in text
     assert "| bigger is better | yes \\| always | big: 0.9, small: 0.8123 | 0.01 | 0.02 | " \
@@ -142,16 +142,16 @@ def test_findings_md_renders_claims_and_checks_and_detects_staleness(tmp_path, c
     assert "| cheap | ~60% | 0.7 | n/a | n/a | <= 0.6 | **does not hold** (no noise (a count, " \
            "a plan or a formula)) |" in text
     assert "- PASS: counts add up" in text and "## 07_demo" in text
-    assert findings.main(args + ["--check"]) == 0
+    assert findings_report.main(args + ["--check"]) == 0
     out.write_text(text.replace("**holds**", "**inconclusive**"))  # a hand edit is caught
-    assert findings.main(args + ["--check"]) == 1
+    assert findings_report.main(args + ["--check"]) == 1
 
 
 def test_committed_findings_md_is_what_the_committed_jsons_generate():
-    assert (ROOT / "FINDINGS.md").is_file(), "run: python -m vitlib.study.findings"
-    expected = findings.render_results(ROOT / "results")
+    assert (ROOT / "FINDINGS.md").is_file(), "run: python -m vitlib.study.findings_report"
+    expected = findings_report.render_results(ROOT / "results")
     assert (ROOT / "FINDINGS.md").read_text() == expected, \
-        "FINDINGS.md is stale or hand-edited: run 'python -m vitlib.study.findings'"
+        "FINDINGS.md is stale or hand-edited: run 'python -m vitlib.study.findings_report'"
 
 
 def test_committed_findings_record_the_commit_that_produced_them():
@@ -309,7 +309,7 @@ def test_underpowered_and_untestable_claims_are_counted_apart(tmp_path):
         f.claim("x", paper="y", measured=1, tolerance="t", verdict="holds",
                 reason="underpowered: no")
     f.save(tmp_path / "figures")
-    text = findings.render_results(tmp_path)
+    text = findings_report.render_results(tmp_path)
     assert "3 claims of the paper: 1 hold, 0 do not hold, 2 inconclusive (1 underpowered, " \
            "1 not testable)" in text
     assert "**inconclusive** (paired seeds; underpowered: the tolerance 0.01 is not above" in text

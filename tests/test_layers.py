@@ -139,6 +139,7 @@ def test_the_checks_catch_an_upward_and_a_circular_import(tmp_path):
 @pytest.mark.parametrize("module", ["vitlib.models.zoo", "vitlib.models.convert",
                                     "vitlib.analysis.memory", "vitlib.train.finetune",
                                     "vitlib.train.from_checkpoint", "vitlib.study.findings",
+                                    "vitlib.study.findings_report",
                                     "vitlib.study.reproduce"])
 def test_cli_modules_are_not_imported_by_their_package(module):
     # `python -m pkg.mod` warns (and may run the module twice) when pkg/__init__ imports mod.

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from vitlib.study import findings
-from vitlib.study.findings import Findings, part, render_readme_block, with_readme_block
+from vitlib.study import findings, findings_report
+from vitlib.study.findings import Findings, part
+from vitlib.study.findings_report import render_readme_block, with_readme_block
 from vitlib.study.statistics import (choose_inside_grid, margin_in_se, overlapping_seeds,
                                      paired_greater, paired_within)
 
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _render(tmp_path, f: Findings) -> str:
     f.save(tmp_path / "figures")  # written with sorted keys, as every findings JSON
-    return findings.render_results(tmp_path)
+    return findings_report.render_results(tmp_path)
 
 
 def test_parts_keep_their_order_and_their_own_verdicts_through_sorted_json(tmp_path):
@@ -151,15 +152,15 @@ def test_readme_block_is_generated_and_replaced_between_its_markers(tmp_path):
             margin_se=0.5, stage="confirmatory")
     f.check("ok", True)
     f.save(tmp_path / "results" / "figures")
-    block = render_readme_block(findings.load_findings(tmp_path / "results" / "figures"))
+    block = render_readme_block(findings_report.load_findings(tmp_path / "results" / "figures"))
     assert "1 claims of the paper: 1 hold, 0 do not hold, 0 inconclusive" in block
     assert "| 1: 1 / 0 / 0 | 1 | 1 | 1 of 1 |" in block
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\n{findings.README_BEGIN}\nold numbers\n{findings.README_END}\nrest\n")
+    readme.write_text(f"# x\n\n{findings_report.README_BEGIN}\nold numbers\n{findings_report.README_END}\nrest\n")
     args = ["--results", str(tmp_path / "results"), "--output", str(tmp_path / "F.md"),
             "--readme", str(readme)]
-    assert findings.main(args + ["--check"]) == 1
-    assert findings.main(args) == 0 and findings.main(args + ["--check"]) == 0
+    assert findings_report.main(args + ["--check"]) == 1
+    assert findings_report.main(args) == 0 and findings_report.main(args + ["--check"]) == 0
     text = readme.read_text()
     assert "old numbers" not in text and text.startswith("# x\n\n") and text.endswith("rest\n")
     with pytest.raises(ValueError, match="markers of the generated results are missing"):
@@ -167,10 +168,10 @@ def test_readme_block_is_generated_and_replaced_between_its_markers(tmp_path):
 
 
 def test_committed_readme_summary_is_what_the_committed_jsons_generate():
-    records = findings.load_findings(ROOT / "results" / "figures")
+    records = findings_report.load_findings(ROOT / "results" / "figures")
     readme = (ROOT / "README.md").read_text()
     assert readme == with_readme_block(readme, render_readme_block(records)), \
-        "README.md's results at a glance are stale: run 'python -m vitlib.study.findings'"
+        "README.md's results at a glance are stale: run 'python -m vitlib.study.findings_report'"
 
 
 def test_best_or_tied_counts_a_tie_only_when_it_is_powered():

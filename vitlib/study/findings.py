@@ -1,4 +1,4 @@
-"""What a notebook found: checks of the code and claims of the paper, and FINDINGS.md.
+"""What a notebook found: checks of the code and claims of the paper, recorded.
 
 Two kinds of finding, kept apart:
 
@@ -17,23 +17,21 @@ Two kinds of finding, kept apart:
     findings.save(results_dir(profile) / "figures")
     findings.raise_if_failed()   # fails the notebook if a check failed
 
-``python -m vitlib.study.findings`` renders every ``*_findings.json`` of the ``cpu`` results into
-FINDINGS.md at the repository root (``--check`` only compares); ``make reproduce`` refreshes it.
+FINDINGS.md and the README's results block are rendered from the saved records by
+``vitlib.study.findings_report`` (``python -m vitlib.study.findings_report``).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from vitlib.files import write_bytes_atomic, write_json
+from vitlib.files import write_json
 from vitlib.study.provenance import source_state
-from vitlib.study.results import committed_results_dir, findings_output, repo_root
+from vitlib.study.results import committed_results_dir
 from vitlib.study.statistics import NOTHING_TO_TEST, is_fragile
 
 VERDICTS = ("holds", "does not hold", "inconclusive")
@@ -44,6 +42,20 @@ REASONS = ("underpowered:", "not testable:", NOTHING_TO_TEST)
 BASES = ("paired seeds", "bootstrap interval", "paired curves", "none")
 STAGES = ("exploratory", "confirmatory")
 SMOKE_NOTE = "smoke profile: tests the code path only, says nothing about the paper"
+
+
+def format_value(value) -> str:
+    """A recorded value as text (4 significant digits, lists and dicts flattened)."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {format_value(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(f"({format_value(v)})" if isinstance(v, (list, tuple))
+                         else format_value(v) for v in value)
+    return str(value)
 
 
 class ClaimCheckFailed(AssertionError):
@@ -297,7 +309,7 @@ class Findings:
         print(f"[claim {verdict.upper()}{f' ({reason})' if reason else ''}{fragile}] "
               f"{statement}{smoke}")
         for p in parts or []:
-            print(f"    part {p['label']}: {_fmt(p.get('value'))} -> {p['verdict']}{smoke}")
+            print(f"    part {p['label']}: {format_value(p.get('value'))} -> {p['verdict']}{smoke}")
         return verdict
 
     @property
@@ -315,279 +327,3 @@ class Findings:
             names = "; ".join(c["name"] for c in self.failed)
             raise ClaimCheckFailed(f"{len(self.failed)} check(s) failed: {names}")
 
-
-# ---------------------------------------------------------------- FINDINGS.md
-
-def _fmt(value) -> str:
-    if isinstance(value, bool) or value is None:
-        return str(value)
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4g}"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return ", ".join(f"({_fmt(v)})" if isinstance(v, (list, tuple)) else _fmt(v)
-                         for v in value)
-    return str(value)
-
-
-def _cell(value) -> str:
-    return _fmt(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _noise(value) -> str:
-    return "n/a" if value is None else _cell(value)
-
-
-def _basis(claim: dict) -> str:
-    """What a verdict rests on. Records written before ``basis`` existed are read as before:
-    noise means paired seeds, none means no noise."""
-    return claim.get("basis") or ("paired seeds" if claim.get("noise") is not None else "none")
-
-
-def _margin(margin_se) -> str:
-    if margin_se is None:
-        return ""
-    return f"margin {margin_se:.2g} se" + (", *fragile*" if is_fragile(margin_se) else "")
-
-
-def _power(claim: dict) -> str:
-    """What a verdict rests on, its margin to its threshold, and why an inconclusive verdict
-    could not be otherwise."""
-    basis = _basis(claim)
-    words = ["no noise (a count, a plan or a formula)" if basis == "none" else basis]
-    if claim_margin(claim) is not None:
-        words.append(_margin(claim_margin(claim)))
-    if claim.get("reason"):
-        words.append(claim["reason"])
-    return "; ".join(words)
-
-
-def _part_line(p: dict) -> str:
-    se = f" +/- {_fmt(p['se'])} se" if p.get("se") is not None else ""
-    mde = f" (detectable {_fmt(p['mde'])})" if p.get("mde") is not None else ""
-    margin = f", {_margin(p['margin_se'])}" if p.get("margin_se") is not None else ""
-    reason = f" ({p['reason']})" if p.get("reason") else ""
-    return f"{p['label']}: {_fmt(p.get('value'))}{se}{mde} -> {p['verdict']}{margin}{reason}"
-
-
-def _measured(claim: dict) -> str:
-    text = _cell(claim["measured"])
-    if claim.get("parts"):
-        text += "".join(f"<br>part {i + 1}, {_cell(_part_line(p))}"
-                        for i, p in enumerate(claim["parts"]))
-    return text
-
-
-def _verdict_cell(claim: dict) -> str:
-    stage = f"{claim['stage']}: " if claim.get("stage") else ""
-    text = f"{stage}**{claim['verdict']}** ({_cell(_power(claim))})"
-    if claim.get("confirmation"):
-        text += f"<br>confirmation: {_cell(claim['confirmation'])}"
-    for old in claim.get("earlier") or []:
-        seeds = f", seeds {_fmt(old['seeds'])}" if old.get("seeds") is not None else ""
-        commit = f", commit {str(old['commit'])[:10]}" if old.get("commit") else ""
-        note = f" ({old['note']})" if old.get("note") else ""
-        what = old.get("statement") or ""
-        what = f" \"{what[:60].rstrip()}...\"" if len(what) > 60 else (f" \"{what}\"" if what else "")
-        text += (f"<br>earlier, exploratory{commit}{seeds}:{_cell(what)} "
-                 f"{old['verdict']}{_cell(note)}")
-    return text
-
-
-def _caveat(claim: dict) -> str:
-    return f" *Caveat: {_cell(claim['caveat'])}.*" if claim.get("caveat") else ""
-
-
-def load_findings(folder: Path) -> list[dict]:
-    """Every ``*_findings.json`` in ``folder``, in notebook order."""
-    return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*_findings.json"))]
-
-
-def summarize(records: list[dict]) -> dict:
-    """Counts of claims by verdict and of checks passed/failed over ``records``."""
-    claims = [c for r in records for c in r.get("claims", [])]
-    checks = [c for r in records for c in r.get("checks", [])]
-    return {**{v: sum(c["verdict"] == v for c in claims) for v in VERDICTS},
-            **{r.rstrip(":"): sum(str(c.get("reason", "")).startswith(r) for c in claims)
-               for r in REASONS},
-            "fragile": sum(is_fragile(claim_margin(c)) for c in claims),
-            "claims": len(claims), "checks": len(checks),
-            "checks_failed": sum(not c["passed"] for c in checks)}
-
-
-def summary_line(counts: dict) -> str:
-    apart = [f"{counts.get(r.rstrip(':'), 0)} {r.rstrip(':')}" for r in REASONS
-             if counts.get(r.rstrip(":"), 0)]
-    why = f" ({', '.join(apart)})" if apart else ""
-    fragile = (f" ({counts['fragile']} of them fragile: within 1 se of changing)"
-               if counts.get("fragile") else "")
-    return (f"{counts['claims']} claims of the paper: {counts['holds']} hold, "
-            f"{counts['does not hold']} do not hold, {counts['inconclusive']} inconclusive{why}"
-            f"{fragile}; "
-            f"{counts['checks']} checks of the code: "
-            f"{counts['checks'] - counts['checks_failed']} passed, {counts['checks_failed']} "
-            f"failed")
-
-
-def _source_text(source: Optional[dict]) -> str:
-    if not source or not source.get("commit"):
-        return "unknown commit"
-    state = {True: "with uncommitted changes", False: "clean", None: "state unknown"}
-    return f"commit {source['commit'][:10]} ({state[source.get('dirty')]})"
-
-
-def render(records: list[dict], where: str) -> str:
-    lines = ["# Findings", "",
-             f"Generated by `python -m vitlib.study.findings` from the findings JSONs in `{where}`; "
-             "do not edit by hand (`make reproduce` refreshes it).", "",
-             "A **claim** is the paper's statement re-tested at this scale; its verdict never "
-             "fails a notebook. A **check** must hold if the code is right; a failed check "
-             "fails its notebook.", "",
-             f"**Summary:** {summary_line(summarize(records))}.", ""]
-    if any(r.get("profile") == "smoke" for r in records):
-        lines[2:2] = [f"**Smoke results** ({SMOKE_NOTE}): every verdict below comes from a "
-                      "few steps of tiny models and means nothing about the paper.", ""]
-    for record in records:
-        counts = summarize([record])
-        smoke = f" *{SMOKE_NOTE}.*" if record.get("profile") == "smoke" else ""
-        lines += [f"## {record['notebook']}", "",
-                  f"Profile `{record['profile']}`, produced by "
-                  f"{_source_text(record.get('source'))}. {summary_line(counts)}.{smoke}", ""]
-        if record.get("claims"):
-            lines += ["| claim | paper says | measured here | noise (se) | detectable "
-                      "(k x se) | tolerance (fixed beforehand) | verdict |",
-                      "|---|---|---|---|---|---|---|"]
-            lines += [f"| {_cell(c['statement'])}{_caveat(c)} | {_cell(c['paper'])} | "
-                      f"{_measured(c)} | {_noise(c.get('noise'))} | "
-                      f"{_noise(c.get('mde'))} | {_cell(c['tolerance'])} | {_verdict_cell(c)} |"
-                      for c in record["claims"]]
-        else:
-            lines.append("No claims: every finding of this notebook is a check.")
-        lines += ["", "Checks:", ""]
-        lines += [f"- {'PASS' if c['passed'] else 'FAIL'}: {c['name']}" for c in record["checks"]]
-        lines.append("")
-    return "\n".join(lines)
-
-
-README_BEGIN = ("<!-- BEGIN results at a glance: generated from results/figures/*_findings.json "
-                "by `python -m vitlib.study.findings`; do not edit -->")
-README_END = "<!-- END results at a glance -->"
-
-
-def _title(claim: dict) -> str:
-    if claim.get("title"):
-        return claim["title"]
-    head = claim["statement"].split(";")[0]
-    return head if len(head) <= 140 else head[:137].rstrip() + "..."
-
-
-def render_readme_block(records: list[dict]) -> str:
-    """The README's results at a glance, from the same records as FINDINGS.md so that no
-    number about the results is typed by hand: the summary line, then one row per notebook
-    (its profile and commit, its claims' verdicts, how many are fragile or confirmatory, its
-    checks)."""
-    lines = [README_BEGIN, "", f"**{summary_line(summarize(records))}.**", "",
-             "| notebook | profile, commit | claims: hold / do not hold / inconclusive | "
-             "fragile (< 1 se) | confirmatory on fresh seeds | checks passed |",
-             "|---|---|---|---|---|---|"]
-    for record in records:
-        counts = summarize([record])
-        claims = record.get("claims", [])
-        source = (record.get("source") or {}).get("commit") or "unknown"
-        confirmed = sum(c.get("stage") == "confirmatory" for c in claims)
-        lines.append(f"| [{record['notebook']}](results/notebooks/{record['notebook']}.ipynb) | "
-                     f"`{record['profile']}`, {source[:7]} | {counts['claims']}: "
-                     f"{counts['holds']} / {counts['does not hold']} / {counts['inconclusive']}"
-                     f" | {counts['fragile']} | {confirmed} | "
-                     f"{counts['checks'] - counts['checks_failed']} of {counts['checks']} |")
-    lines += ["", "Every claim with its numbers, noise, margin and verdict: "
-              "[FINDINGS.md](FINDINGS.md).", "", README_END]
-    return "\n".join(lines)
-
-
-def with_readme_block(readme: str, block: str) -> str:
-    """``readme`` with the text between its results markers replaced by ``block``."""
-    start, end = readme.find(README_BEGIN), readme.find(README_END)
-    if start < 0 or end < start:
-        raise ValueError(f"README: the markers of the generated results are missing; it needs "
-                         f"a line {README_BEGIN!r} and, below it, {README_END!r}")
-    return readme[:start] + block + readme[end + len(README_END):]
-
-
-def render_results(results: Path) -> str:
-    """FINDINGS.md's text for ``results/figures/*_findings.json``."""
-    folder = Path(results) / "figures"
-    return render(load_findings(folder), _display(folder))
-
-
-def write_findings_md(results: Path, output: Path, readme: Optional[Path] = None) -> dict:
-    """Render ``results``' findings into ``output`` (and ``readme``'s generated results block,
-    when given); returns the summary counts."""
-    records = load_findings(Path(results) / "figures")
-    write_bytes_atomic(Path(output), render_results(results).encode())
-    if readme is not None:
-        text = with_readme_block(Path(readme).read_text(), render_readme_block(records))
-        write_bytes_atomic(Path(readme), text.encode())
-    return summarize(records)
-
-
-def _display(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(repo_root(path)))
-    except (ValueError, FileNotFoundError):
-        return str(path)
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vitlib.study.findings",
-                                     description="Render FINDINGS.md from findings JSONs.")
-    parser.add_argument("--results", type=Path, default=None,
-                        help="results folder holding figures/*_findings.json "
-                             "(default: the committed cpu results, results/)")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="file to write (default: FINDINGS.md at the repository root for "
-                             "results/, else RESULTS/FINDINGS.md)")
-    parser.add_argument("--readme", type=Path, default=None,
-                        help="README whose generated results block to refresh (default: the "
-                             "repository's README.md for results/, none otherwise)")
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 if a file differs from what it renders to")
-    args = parser.parse_args(argv)
-    results = args.results or committed_results_dir()
-    if not (results / "figures").is_dir():
-        print(f"error: --results: {results / 'figures'} is not a folder", file=sys.stderr)
-        return 2
-    output = args.output or findings_output(results)
-    readme = args.readme
-    if readme is None and args.results is None:
-        readme = repo_root(results) / "README.md"
-    expected = {output: render_results(results)}
-    if readme is not None:
-        if not readme.is_file():
-            print(f"error: --readme: {readme} is not a file", file=sys.stderr)
-            return 2
-        block = render_readme_block(load_findings(results / "figures"))
-        try:
-            expected[readme] = with_readme_block(readme.read_text(), block)
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-    if args.check:
-        stale = [path for path, text in expected.items()
-                 if (path.read_text() if path.is_file() else None) != text]
-        for path in stale:
-            print(f"{path} is out of date: run 'python -m vitlib.study.findings'",
-                  file=sys.stderr)
-        if not stale:
-            print(" and ".join(str(path) for path in expected) + " up to date")
-        return 1 if stale else 0
-    for path, text in expected.items():
-        write_bytes_atomic(path, text.encode())
-    counts = summarize(load_findings(results / "figures"))
-    print(f"wrote {' and '.join(str(path) for path in expected)}: {summary_line(counts)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Optional
 
 from vitlib.files import write_bytes_atomic
-from vitlib.study.findings import summary_line, write_findings_md
+from vitlib.study.findings_report import summary_line, write_findings_md
 from vitlib.study.profiles import PROFILES
 from vitlib.study.provenance import source_state
 from vitlib.study.results import (COMMITTED_ENV, committed_results_dir, findings_output, repo_root,
