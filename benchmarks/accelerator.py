@@ -26,6 +26,10 @@ recorded as skipped, with the reason, off NVIDIA GPUs. The fastest setting is re
 runs in a process of its own, so that the peak memory is its own and an out-of-memory error
 costs only that row.
 
+The input side: images per second the grain pipeline (decode, inception crop, flip at the
+rows' resolution) makes with one worker process per host core, on synthetic ImageNet-like JPEGs
+held in memory, against what each measured step consumes on the host's devices.
+
 Correctness: a small model trained ``correctness_steps`` steps from one seed on the default
 backend and, in a subprocess, on the CPU backend; the losses must agree within ``LOSS_RTOL``,
 fixed here before any run: bf16 tolerance when the default backend is an accelerator, float
@@ -59,9 +63,13 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/input_pipeline's synthetic JPEGs
+
+from input_pipeline import JpegsInMemory, jpegs  # noqa: E402
 from vitlib.analysis.accelerators import ACCELERATORS, GIB  # noqa: E402
 from vitlib.analysis.scaling import training_flops  # noqa: E402
 from vitlib.analysis.step_memory import compiled_plan, plans_in_subprocess, step_flops  # noqa: E402
+from vitlib.data.grain_pipeline import GrainInput, Preprocess  # noqa: E402
 from vitlib.files import write_bytes_atomic, write_json  # noqa: E402
 from vitlib.models import ViT, vit_config  # noqa: E402
 from vitlib.optim.chain import make_sweepable_optimizer  # noqa: E402
@@ -82,11 +90,15 @@ ANCHOR_BATCH = 512
 SIZES = {
     "full": dict(variants={"B/16": {}, "L/16": {}, "g/14": {}}, image_size=224,
                  num_classes=1000, warmup_steps=2, timed_steps=10, max_batch=1024,
-                 fit_batches=(8, 16), ab_variant="B/16", correctness_steps=50),
+                 fit_batches=(8, 16), ab_variant="B/16", correctness_steps=50,
+                 input=dict(images=512, shapes=((375, 500), (500, 375), (350, 400)), batch=256,
+                            warmup_batches=2, timed_batches=12, workers=None)),
     "tiny": dict(variants={"tiny": dict(width=64, depth=2, num_heads=2, mlp_dim=256,
                                         patch_size=8)},
                  image_size=32, num_classes=10, warmup_steps=1, timed_steps=3, max_batch=16,
-                 fit_batches=(2, 4), ab_variant="tiny", correctness_steps=10),
+                 fit_batches=(2, 4), ab_variant="tiny", correctness_steps=10,
+                 input=dict(images=16, shapes=((48, 64), (64, 48)), batch=8, warmup_batches=1,
+                            timed_batches=3, workers=0)),
 }
 # The correctness model: the tiny shape in both modes (what matters is the two backends).
 CORRECTNESS = dict(model=SIZES["tiny"]["variants"]["tiny"], image_size=32, num_classes=10,
@@ -473,6 +485,47 @@ def correctness(steps: int) -> dict:
             "rtol": LOSS_RTOL[label], "agree": bool(max(rel) <= LOSS_RTOL[label])}
 
 
+def input_side(spec: dict, image_size: int) -> dict:
+    """Images per second the grain pipeline makes on this host (decode, inception crop, flip at
+    ``image_size``; synthetic ImageNet-like JPEGs in memory, so no disk): one worker process per
+    core (``workers=None``), each making whole batches; 0 workers: threads in this process."""
+    cores = os.cpu_count() or 1
+    workers = cores if spec["workers"] is None else spec["workers"]
+    source = JpegsInMemory(jpegs(spec["images"], seed=0, shapes=spec["shapes"]))
+    pipeline = GrainInput(source, spec["batch"], seed=0, preprocess=Preprocess(image_size),
+                          workers=workers, threads=1 if workers else cores)
+    stream = pipeline.stream(0, spec["warmup_batches"] + spec["timed_batches"])
+    try:
+        for _ in range(spec["warmup_batches"]):  # worker start-up and first decodes
+            next(stream)
+        start = time.perf_counter()
+        for _ in range(spec["timed_batches"]):
+            _, batch, _ = next(stream)
+        seconds = time.perf_counter() - start
+    finally:
+        stream.close()
+    assert batch["image"].shape == (spec["batch"], image_size, image_size, 3)
+    return {"img_per_s": spec["batch"] * spec["timed_batches"] / seconds, "cores": cores,
+            "workers": workers, "threads_per_process": 1 if workers else cores,
+            "batch": spec["batch"], "timed_batches": spec["timed_batches"],
+            "image_size": image_size, "decoder": Preprocess(image_size).decoder,
+            "jpeg_shapes": [list(s) for s in spec["shapes"]]}
+
+
+def feeding(rows: list[dict], supply: dict, devices: int) -> list[dict]:
+    """Per measured row: what the step consumes on this host's ``devices`` against what the
+    pipeline makes."""
+    out = []
+    for r in rows:
+        if "img_per_s_per_device" not in r:
+            continue
+        demand = r["img_per_s_per_device"] * devices
+        out.append({"group": r["group"], "variant": r["variant"], "optimizer": r["optimizer"],
+                    "setting": setting(r), "demand_img_per_s": demand,
+                    "supply_over_demand": supply["img_per_s"] / demand})
+    return out
+
+
 def _cell(text: str) -> str:
     return " ".join(text[-120:].replace("|", "/").split())
 
@@ -516,6 +569,19 @@ def markdown(report: dict) -> str:
         lines += ["", f"Fastest A/B setting: {best['setting']}, "
                       f"{best['img_per_s_per_device']:.1f} img/s per device ("
                       + "; ".join(f"{v:.2f}x {k}" for k, v in best["over_each"].items()) + ")."]
+    supply = report.get("input_side")
+    if supply:
+        lines += ["", "## The input side", "",
+                  f"The grain pipeline (decode, inception crop, flip at {supply['image_size']} px, "
+                  f"`{supply['decoder']}`; synthetic JPEGs in memory) makes "
+                  f"{supply['img_per_s']:.0f} img/s with {supply['workers']} worker process(es) "
+                  f"on {supply['cores']} cores. Against the step on "
+                  f"{report['devices_on_host']} device(s):", "",
+                  "| group | model | optimizer | setting | step consumes img/s | supply / demand |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {f['group']} | {f['variant']} | {f['optimizer']} | {f['setting']} | "
+                  f"{f['demand_img_per_s']:.0f} | {f['supply_over_demand']:.2f} |"
+                  for f in report["feeding"]]
     c = report["correctness"]
     lines += ["", "## Correctness", ""]
     if "error" in c:
@@ -559,6 +625,13 @@ def main(argv=None) -> int:
           f"{device['accelerator'] or 'unknown (not in vitlib.analysis.accelerators)'}, peak "
           f"{device['peak_flops'] / 1e12:.3g} TFLOP/s ({device['peak_source']})", flush=True)
     rows = run_rows(configurations(size), device, size, isolate)
+    supply = input_side(size["input"], size["image_size"])
+    devices = jax.local_device_count()
+    print(f"input side: {supply['img_per_s']:.0f} img/s from {supply['workers']} worker(s) on "
+          f"{supply['cores']} cores; the step on {devices} device(s) consumes "
+          + ", ".join(f"{f['variant']} {f['optimizer']}: {f['demand_img_per_s']:.0f}"
+                      for f in feeding(rows, supply, devices) if f["group"] == "main"),
+          flush=True)
     check = correctness(size["correctness_steps"])
     print(f"correctness: {check.get('tolerance_kind')}: max relative loss difference "
           f"{check.get('max_rel_diff', float('nan')):.2e} (rtol {check['rtol']:.0e}) -> "
@@ -569,7 +642,9 @@ def main(argv=None) -> int:
               "date": time.strftime("%Y-%m-%d"), "machine": platform.machine(),
               "image_size": size["image_size"], "warmup_steps": size["warmup_steps"],
               "timed_steps": size["timed_steps"], "memory_fraction": MEMORY_FRACTION,
-              "rows": rows, "best_setting": best_setting(rows), "correctness": check,
+              "rows": rows, "best_setting": best_setting(rows), "input_side": supply,
+              "devices_on_host": devices, "feeding": feeding(rows, supply, devices),
+              "correctness": check,
               "wall_s": time.perf_counter() - started}
     stem = args.out / f"accelerator_{device['slug']}"
     write_json(stem.with_suffix(".json"), report)

@@ -67,19 +67,44 @@ def natural_image(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def write_records(path: Path, n: int, seed: int = 0) -> dict:
-    from array_record.python.array_record_module import ArrayRecordWriter
+def jpegs(n: int, seed: int = 0, shapes=SHAPES) -> list[bytes]:
+    """``n`` synthetic ImageNet-like JPEGs (quality 90), cycling through ``shapes``."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    writer = ArrayRecordWriter(str(path), "group_size:1")
-    sizes = []
+    encoded = []
     for i in range(n):
         out = io.BytesIO()
-        Image.fromarray(natural_image(*SHAPES[i % len(SHAPES)], rng)).save(out, "JPEG",
+        Image.fromarray(natural_image(*shapes[i % len(shapes)], rng)).save(out, "JPEG",
                                                                            quality=90)
-        writer.write(out.getvalue())
-        sizes.append(len(out.getvalue()))
+        encoded.append(out.getvalue())
+    return encoded
+
+
+class JpegsInMemory:
+    """A grain source of JPEG bytes held in memory (picklable, so grain's workers get it;
+    benchmarks/accelerator.py measures the pipeline on it)."""
+
+    name, split, num_classes, multi_label = "synthetic JPEGs", "train", 10, False
+
+    def __init__(self, encoded: list):
+        self.encoded = encoded
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"image": self.encoded[index], "label": index % self.num_classes}
+
+
+def write_records(path: Path, n: int, seed: int = 0) -> dict:
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    writer = ArrayRecordWriter(str(path), "group_size:1")
+    sizes = []
+    for data in jpegs(n, seed):
+        writer.write(data)
+        sizes.append(len(data))
     writer.close()
     return {"images": n, "mean_kb": float(np.mean(sizes) / 1e3), "shapes": SHAPES,
             "jpeg_quality": 90}

@@ -128,3 +128,31 @@ def test_markdown_written(report):
     _, path = report
     text = path.with_suffix(".md").read_text()
     assert "| group | model | optimizer |" in text and "## Correctness" in text
+
+
+def test_the_input_side_is_measured_and_set_against_each_step(report):
+    data, path = report
+    supply = data["input_side"]
+    assert supply["img_per_s"] > 0 and supply["image_size"] == data["image_size"] == 32
+    assert supply["cores"] == os.cpu_count() and supply["decoder"] == "simplejpeg-rows"
+    measured = [r for r in data["rows"] if "img_per_s_per_device" in r]
+    assert len(data["feeding"]) == len(measured) and data["devices_on_host"] >= 1
+    for f, r in zip(data["feeding"], measured):
+        demand = r["img_per_s_per_device"] * data["devices_on_host"]
+        assert f["demand_img_per_s"] == pytest.approx(demand, rel=1e-12)
+        assert f["supply_over_demand"] == pytest.approx(supply["img_per_s"] / demand, rel=1e-12)
+    assert "## The input side" in path.with_suffix(".md").read_text()
+
+
+def test_the_input_side_runs_grain_worker_processes():
+    """The full-size path: one grain worker process per core (here 2), whole batches each."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("accelerator_bench",
+                                                  ROOT / "benchmarks" / "accelerator.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    supply = bench.input_side(dict(images=8, shapes=((48, 64), (64, 48)), batch=4,
+                                   warmup_batches=1, timed_batches=2, workers=2), 32)
+    assert supply["workers"] == 2 and supply["threads_per_process"] == 1
+    assert supply["img_per_s"] > 0
