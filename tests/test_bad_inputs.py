@@ -138,3 +138,13 @@ def test_cudnn_attention_on_a_cpu_is_refused_in_one_line(tmp_path):
     assert out.returncode != 0 and len(lines) == 1, out.stderr[-2000:]
     assert "model.attention: 'cudnn' needs an NVIDIA GPU backend" in lines[0]
     assert "'cpu'" in lines[0]
+    assert not (tmp_path / "w" / "result.json").exists()
+    from vitlib.configs import load_config, set_fields
+    from vitlib.train.build import check_config
+
+    with pytest.raises(ValueError, match=r"^model.attention: 'flash' is not allowed; choose one "
+                                         r"of \['xla', 'cudnn'\]$"):
+        check_config(set_fields(load_config("quickstart"), {"model.attention": "flash"}))
+    # A set image_size that the patch does not tile is refused before any data is read.
+    with pytest.raises(ValueError, match="drops the last 2 pixel rows"):
+        check_config(set_fields(load_config("quickstart"), {"image_size": 30}))

@@ -14,7 +14,7 @@ from vitlib.data.batches import MemoryInput, nested_subset
 from vitlib.evals import fewshot, suite
 from vitlib.models import ViT, vit_config
 from vitlib.models.attention import check_attention_backend
-from vitlib.models.variants import parse_variant, untiled_pixels
+from vitlib.models.variants import ATTENTION_KERNELS, parse_variant, untiled_pixels
 from vitlib.optim.chain import SweepableOptimizer, make_sweepable_optimizer
 from vitlib.train.checkpoints import Checkpointer
 from vitlib.train.programs import Programs, programs_for
@@ -51,6 +51,9 @@ def check_config(config) -> None:
     except ValueError as err:  # the optimizer's messages name fields inside ``optim``
         raise ValueError(_in_optim(str(err))) from None
     check_input(config)
+    check_model(config.model)
+    if config.image_size:  # else the dataset's own size, checked once it is known
+        check_patch_tiles(config.model, config.image_size)
     if config.input.pipeline == "memory":
         datasets.check_dataset(config.dataset, config.get("data_dir") or None)
     check_fewshot(config.fewshot)
@@ -97,6 +100,27 @@ def check_input(config) -> None:
                              f"pipeline; with 'grain' use input.crop and input.flip")
 
 
+def check_model(model_config) -> None:
+    """The attention kernel: a known one, on a backend that has it."""
+    if model_config.attention not in ATTENTION_KERNELS:
+        raise ValueError(f"model.attention: {model_config.attention!r} is not allowed; choose "
+                         f"one of {list(ATTENTION_KERNELS)}")
+    check_attention_backend(model_config.attention)
+
+
+def check_patch_tiles(model_config, image_size: int) -> None:
+    """Refuses a patch that does not tile the image (VALID patchify would drop the remainder
+    pixels) unless ``model.drop_remainder_pixels``."""
+    patch = parse_variant(model_config.variant)["patch_size"]
+    dropped = untiled_pixels(image_size, patch)
+    if dropped and not model_config.drop_remainder_pixels:
+        tiling = [p for p in range(1, image_size + 1) if image_size % p == 0]
+        raise ValueError(
+            f"model.variant: {model_config.variant!r}: {dropped}; allowed: a patch that divides "
+            f"{image_size} ({', '.join(map(str, tiling))}), an image_size that is a multiple "
+            f"of {patch}, or --set model.drop_remainder_pixels=True to train so")
+
+
 def _in_optim(message: str) -> str:
     """An optimizer-config message with its fields named as config keys (``optim.lr``)."""
     if message.startswith("optimizer config:"):
@@ -115,15 +139,8 @@ def build_model(config, image_size: int, num_classes: int) -> ViT:
                              f"{value!r}")
         if value:
             shape[field] = value
-    check_attention_backend(m.attention)
-    dropped = untiled_pixels(image_size, parse_variant(m.variant)["patch_size"])
-    if dropped and not m.drop_remainder_pixels:
-        patch = parse_variant(m.variant)["patch_size"]
-        tiling = [p for p in range(1, image_size + 1) if image_size % p == 0]
-        raise ValueError(
-            f"model.variant: {m.variant!r}: {dropped}; allowed: a patch that divides "
-            f"{image_size} ({', '.join(map(str, tiling))}), an image_size that is a multiple "
-            f"of {patch}, or --set model.drop_remainder_pixels=True to train so")
+    check_model(m)
+    check_patch_tiles(m, image_size)
     return ViT(vit_config(m.variant, **shape, image_size=image_size, num_classes=num_classes,
                           pool_type=m.pool_type, posemb=m.posemb,
                           representation_size=m.representation_size or None, dtype=m.dtype,
