@@ -115,7 +115,7 @@ def test_a_checkpoint_without_the_data_iterator_item_restores(tmp_path):
     ("augment.flip=True", "with 'grain' use input.crop and input.flip"),
 ])
 def test_the_new_fields_are_checked_up_front_naming_field_and_value(override, message):
-    grain = ["input.pipeline='grain'", "image_size=32"]
+    grain = ["input.pipeline='grain'", "image_size=28"]  # Nano/7 tiles 28 px
     sets = grain + [override] if not override.startswith("input.pipeline") else [override]
     config = apply_overrides(load_config("quickstart"), sets)
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
