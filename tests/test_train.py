@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
 from train_cli import train_command
 
@@ -115,6 +117,16 @@ def test_finetune_at_a_new_resolution(tmp_path):
     result = _result(tmp_path / "ft")
     assert result["config"]["image_size"] == 35 and result["config"]["optim"]["optimizer"] == "sgd"
     assert result["test_accuracy"] > 0.2
+    # A run recorded with cuDNN's attention (a GPU run) loads its parameters here, on a CPU.
+    from vitlib.train.finetune import load_run
+
+    _, params = load_run(tmp_path / "pre")
+    record = json.loads((tmp_path / "pre" / "result.json").read_text())
+    record["config"]["model"]["attention"] = "cudnn"
+    (tmp_path / "pre" / "result.json").write_text(json.dumps(record))
+    config, cudnn_params = load_run(tmp_path / "pre")
+    assert config.model.attention == "cudnn"
+    jax.tree_util.tree_map(np.testing.assert_array_equal, cudnn_params, params)
 
 
 def test_unknown_override_lists_the_valid_keys():

@@ -139,8 +139,7 @@ def build_model(config, image_size: int, num_classes: int) -> ViT:
                              f"{value!r}")
         if value:
             shape[field] = value
-    check_model(m)
-    check_patch_tiles(m, image_size)
+    check_patch_tiles(m, image_size)  # the kernel's backend: fit's check_config, up front
     return ViT(vit_config(m.variant, **shape, image_size=image_size, num_classes=num_classes,
                           pool_type=m.pool_type, posemb=m.posemb,
                           representation_size=m.representation_size or None, dtype=m.dtype,

@@ -37,7 +37,11 @@ def load_run(workdir) -> tuple[ml_collections.ConfigDict, dict]:
     data_dir = config.data_dir or None
     images, _ = datasets.load_split(config.dataset, config.train_split, data_dir)
     size = config.image_size or images.shape[1]
-    model = build_model(config, size, datasets.num_classes(config.dataset, data_dir))
+    # The attention kernel changes no parameter: shapes from XLA's, which every backend has
+    # (a run trained with cuDNN's loads on a CPU).
+    shapes_config = ml_collections.ConfigDict(config.to_dict())
+    shapes_config.model.attention = "xla"
+    model = build_model(shapes_config, size, datasets.num_classes(config.dataset, data_dir))
     tx = make_tx(config).tx
     abstract = jax.eval_shape(lambda: init_state(model, tx, (size, size, images.shape[3]), 0))
     checkpointer = Checkpointer(workdir / "checkpoints")
