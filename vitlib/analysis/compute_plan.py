@@ -126,8 +126,8 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        """The variant, ``variant*`` when ``model`` changes its shape or head (the table's
-        footnote says so), or the custom shape as width x depth / patch."""
+        """The variant, ``variant*`` when ``model`` changes its shape (the table's footnote
+        says so), or the custom shape as width x depth / patch."""
         if self.variant is not None and not self.model:
             return self.variant
         cfg = self.config()
