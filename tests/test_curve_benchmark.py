@@ -38,6 +38,17 @@ def test_log_rmse_by_hand(tmp_path):
     assert record["n_fit"] == 4 and record["log_rmse"] == pytest.approx(expected, rel=1e-9)
 
 
+def test_split_at_half_fits_up_to_half_the_last_point_and_sorts():
+    x = np.array([600.0, 40.0, 300.0, 301.0, 100.0])  # unsorted, one point exactly at half
+    xf, ef, xt, et = cb.split_at_half(x, 1.0 / x)
+    assert xf.tolist() == [40.0, 100.0, 300.0] and xt.tolist() == [301.0, 600.0]
+    assert np.allclose(ef * xf, 1.0) and np.allclose(et * xt, 1.0)
+    with pytest.raises(ValueError, match="x: examples seen must be finite and positive"):
+        cb.split_at_half([0.0, 1.0], [0.5, 0.4])
+    with pytest.raises(ValueError, match="x, e: need one error per x"):
+        cb.split_at_half([1.0, 2.0, 3.0], [0.5, 0.4])
+
+
 def test_cli_json_on_nmt():
     out = _cli("--csv", LANG, "--json", "--domain", "NMT", "--estimators", "m1,m2")
     assert out.returncode == 0, out.stderr

@@ -45,11 +45,12 @@ TINY = {  # every size of each notebook's full profile, shrunk for a CPU
                                        "adafactor_bv": ([1e-3, 2e-3, 4e-3], 2),
                                        "adafactor": ([1e-2, 3e-2, 1e-1], 3)})),
     # Enough learning in a few steps for the frontier to hold the 4+ points a law needs.
-    "05": dict(models=["Atto/8", "Femto/8", "Pico/8"], data_fractions=[0.3, 0.6, 1.0],
+    "05": dict(models=["Atto/8", "Femto/8", "Pico/8"], data_fractions=[0.3, 1.0],
                lengths=[10, 20, 40], batch=16, lr_max_extensions=0, larger_model="Femto/8",
+               curve_lengths=[5, 6, 8, 10, 13, 16, 20, 26, 32, 40], curve_seeds=[1],
                saturation_seeds=[1, 2], larger_seeds=[1, 2], efficiency_seeds=[1, 2],
                optimizer="adafactor_bv", weight_decay=[("^head/", 3.0), (".*", 0.03)],
-               shared_lr=4e-3, lr_grid=[2e-3, 4e-3, 8e-3], cooldown_fraction=0.2),
+               lr_grid=[2e-3, 4e-3, 8e-3], cooldown_fraction=0.2),
     "06": dict(grid=dict(depths=[2], widths=[64], paper=[], temporaries=("Ti/16", 64),
                          image_size=224, remat=[True]),  # 224: a class token crosses 128 tokens
                host_batch=4,

@@ -43,7 +43,8 @@ def test_cooldowns_are_their_fraction_of_each_length_and_adafactor_passes_its_ca
     for notebook, fraction in fractions.items():
         for run in full_profile.runs_of(notebook):
             if "cooldown@" in run.name:
-                length = int(run.name.split("cooldown@")[1].rstrip("k")) * 1000
+                label = run.name.split("cooldown@")[1]  # "15k" or "12500"
+                length = int(label[:-1]) * 1000 if label.endswith("k") else int(label)
                 assert run.steps == round(length * fraction), run.name
     # 1 - (t+1)^-0.8 reaches 0.999 at t + 1 = 1000^(1/0.8)
     cap_step = 1000 ** (1 / 0.8)

@@ -185,6 +185,24 @@ def test_reproduce_names_the_failing_notebook_and_cell(tmp_path, monkeypatch, ca
     assert "RuntimeError: claim broken" in err
 
 
+def test_reproduce_writes_findings_to_a_results_folder_outside_any_checkout(
+        tmp_path, monkeypatch, capsys):
+    repo, elsewhere = tmp_path / "repo", tmp_path / "elsewhere" / "results"
+    repo.mkdir()
+    _fake_repo(repo, ["profile = 'cpu'",
+                      "from vitlib.study.findings import Findings\n"
+                      "from vitlib.study.results import results_dir\n"
+                      "f = Findings('01_demo', profile)\n"
+                      "f.check('c', True)\n"
+                      "f.save(results_dir(profile) / 'figures')"])
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("VITLIB_RESULTS_DIR", str(elsewhere))
+    assert reproduce.main(["--profile", "smoke"]) == 0, capsys.readouterr().err[-2000:]
+    assert (elsewhere / "figures" / "01_demo_findings.json").is_file()
+    assert "findings (" in capsys.readouterr().out
+    assert not (repo / "FINDINGS.md").exists()  # the checkout's own results are untouched
+
+
 def test_reproduce_runs_notebooks_with_the_profile_parameter(tmp_path, monkeypatch, capsys):
     _fake_repo(tmp_path, ["profile = 'cpu'",
                           "open('seen.txt', 'w').write(profile)\n"

@@ -2,6 +2,7 @@
 drawn and never cover a value."""
 import matplotlib
 import numpy as np
+import pytest
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -95,3 +96,28 @@ def test_figure2_panel_draws_a_reference_law_and_a_note():
     lines = {line.get_label(): line for line in ax.get_lines()}
     assert list(lines["printed"].get_ydata()) == [0.6, 0.4] and lines["printed"].get_linestyle() == ":"
     assert any(t.get_text() == "(inferred): label inferred" for t in ax.texts)
+
+
+class _Law:
+    def __init__(self, b, c):
+        self.b, self.c = b, c
+
+    def predict(self, x):
+        return self.b * np.asarray(x, float) ** self.c
+
+
+def test_learning_curve_fits_shade_the_extrapolated_part_and_draw_each_fitted_law():
+    x = np.geomspace(1e3, 1e4, 10)
+    e = 3.0 * x ** -0.2
+    curves = {"a": (x[:7], e[:7], x[7:], e[7:]), "b": (x[:7], e[:7], x[7:], e[7:])}
+    laws = {"a": {"m1": _Law(3.0, -0.2), "m2": None}, "b": {"m1": None, "m2": None}}
+    fig = plotting.learning_curve_fits(curves, laws, ["m1", "m2"], {"a": "A", "b": "B"}, cols=3)
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes[:2]] == ["A", "B"] and not axes[2].axison
+    span = axes[0].patches[0]  # the shaded span covers exactly the extrapolated x
+    assert span.get_x() == x[7] and span.get_x() + span.get_width() == pytest.approx(x[-1])
+    labelled = [line.get_label() for line in axes[0].get_lines() if not line.get_label().startswith("_")]
+    assert labelled == ["m1"] and not [ln for ln in axes[1].get_lines()
+                                       if not ln.get_label().startswith("_")]
+    for label in _labels(axes[0].xaxis, fig) + _labels(axes[0].yaxis, fig):
+        assert "10^" not in label and "times" not in label, label

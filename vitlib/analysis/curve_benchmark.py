@@ -66,6 +66,21 @@ def read_curves(path) -> dict:
     return curves
 
 
+def split_at_half(x, e) -> tuple:
+    """One learning curve split as the laptop study scores it: fit on the points whose x is at
+    most half the curve's largest x, extrapolate to the rest. Returns (x_fit, e_fit, x_test,
+    e_test) sorted by x, the layout of ``read_curves``."""
+    x, e = np.asarray(x, float).ravel(), np.asarray(e, float).ravel()
+    if x.shape != e.shape or x.size < 2:
+        raise ValueError(f"x, e: need one error per x, at least 2 points, got {x.size} and {e.size}")
+    if not (np.isfinite(x).all() and (x > 0).all()):
+        raise ValueError("x: examples seen must be finite and positive")
+    order = np.argsort(x, kind="stable")
+    x, e = x[order], e[order]
+    fit = x <= x[-1] / 2
+    return x[fit], e[fit], x[~fit], e[~fit]
+
+
 def parse_estimators(text: str) -> list:
     names = [n.strip() for n in text.split(",") if n.strip()]
     bad = [n for n in names if n not in learning_curves.ESTIMATORS]

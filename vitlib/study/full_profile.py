@@ -107,11 +107,13 @@ STUDIES = {
     # lengths 15k / 30k / 60k (one main run each, 20% cooldown branches), Adafactor with the
     # paper's decoupled decay; lr per model on minival at the shortest length; the data and
     # sample-efficiency claims over seeds 1-3.
-    "05": dict(models=["Ti/16", "S/16", "B/16", "L/16"], data_fractions=[0.1, 0.3, 1.0],
+    "05": dict(models=["Ti/16", "S/16", "B/16", "L/16"], data_fractions=[0.1, 1.0],
                lengths=[15_000, 30_000, 60_000], batch=BATCH, lr_max_extensions=2,
+               curve_lengths=[7_500, 10_000, 12_500, 15_000, 20_000, 25_000, 30_000, 40_000,
+                              50_000, 60_000], curve_seeds=[1],
                larger_model="S/16", saturation_seeds=[1, 2, 3], larger_seeds=[1, 2],
                efficiency_seeds=[1, 2], optimizer="adafactor_bv",
-               weight_decay=[("^head/", 3.0), (".*", 0.03)], shared_lr=8e-4,
+               weight_decay=[("^head/", 3.0), (".*", 0.03)],
                lr_grid=[4e-4, 8e-4, 1.6e-3], cooldown_fraction=0.2),
     # The fit map (planner only) as the cpu profile's, plus the same shapes on the host's
     # accelerator at its batch per device; resolution and patch together at 49 tokens
@@ -198,28 +200,30 @@ def memory(sizes: Optional[dict] = None) -> list[RunSpec]:
 
 def scaling(sizes: Optional[dict] = None) -> list[RunSpec]:
     """Notebook 05's runs: each model's lr grid at the shortest length on the largest data, the
-    (model x data) families of seed 0 (a main run + a cooldown branch per length), the data
-    arms (the smallest and the larger model, fewest and most data, over their seeds) and the
+    learning curves (every model on the fewest and the most data over the curve seeds: a main
+    run + a cooldown branch per curve length), the data arms (the smallest and the larger
+    model, fewest and most data, over their seeds; a branch per length) and the
     sample-efficiency runs (every model at the shortest length over its seeds)."""
     s = sizes or study("05")
-    lengths, fraction = sorted(s["lengths"]), s["cooldown_fraction"]
-    cools = [_cooldown(n, fraction) for n in lengths]
+    fraction = s["cooldown_fraction"]
 
     def spec(name, model, steps, count):
         return _spec(name, model, steps, count, optimizer=s["optimizer"], batch_size=s["batch"])
 
-    def families(name, model, count):
+    def families(name, model, count, lengths):
+        lengths = sorted(lengths)
+        cools = [_cooldown(n, fraction) for n in lengths]
         return [spec(f"{name} main", model, lengths[-1] - cools[-1], count),
                 *[spec(f"{name} cooldown@{_length(n)}", model, c, count)
                   for n, c in zip(lengths, cools)]]
 
-    runs, data = [], len(s["data_fractions"])
+    lengths, runs = sorted(s["lengths"]), []
     for model in s["models"]:
         runs.append(spec(f"{model} lr grid", model, lengths[0], len(s["lr_grid"])))
-        runs += families(f"{model} x {data} data, seed 0,", model, data)
+        runs += families(f"{model} curves", model, 2 * len(s["curve_seeds"]), s["curve_lengths"])
     for model, seeds in ((s["models"][0], s["saturation_seeds"]),
                          (s["larger_model"], s["larger_seeds"])):
-        runs += families(f"{model} data arms", model, 2 * len(seeds))
+        runs += families(f"{model} data arms", model, 2 * len(seeds), lengths)
     runs += [spec(f"{model} efficiency", model, lengths[0], len(s["efficiency_seeds"]))
              for model in s["models"]]
     return runs

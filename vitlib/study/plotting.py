@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 
@@ -316,3 +317,41 @@ def fit_blocks(ax, cells: list[dict], columns: list, rows: list, settings: list[
                                    "(the planner cannot test it)"))
     ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1),
               title="XLA:CPU plan of one device", title_fontsize=7)
+
+
+def learning_curve_fits(curves: dict, laws: dict, estimators: list, titles: dict,
+                        cols: int = 6, xlabel: str = "examples seen", ylabel: str = "error"):
+    """One panel per learning curve: its fitted points (black), the points extrapolated to
+    (grey, on a shaded span) and each estimator's law fitted on the first part.
+    ``curves``: {key: (x_fit, e_fit, x_test, e_test)}; ``laws``: {key: {estimator: an object
+    with ``predict(x)``, or None where the fit failed}}; ``titles``: {key: panel title}."""
+    keys = list(curves)
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.6 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        xf, ef, xt, et = curves[key]
+        if len(xt):
+            ax.axvspan(min(xt), max(xt), color="0.92")
+        ax.plot(xf, ef, ".", color="k", ms=3)
+        ax.plot(xt, et, ".", color="0.6", ms=2)
+        grid = np.geomspace(min(xf), max([*xf, *xt]), 80)
+        for name in estimators:
+            law = laws[key].get(name)
+            if law is not None:
+                ax.plot(grid, law.predict(grid), lw=1, label=name)
+        ax.set(xscale="log", yscale="log", title=titles[key])
+        ax.title.set_fontsize(9)
+        # Few decades per panel: plain labels (0.4, 5000) that do not run into each other.
+        span = np.log10(max([*xf, *xt]) / min(xf))
+        plain_log_ticks(ax.xaxis, subs=(1.0,) if span > 2 else (1.0, 2.0, 5.0))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.tick_params(labelsize=7, which="both")
+    for ax in axes.flat[len(keys):]:
+        ax.axis("off")
+    if any(law is not None for per in laws.values() for law in per.values()):
+        axes.flat[0].legend(fontsize=7)
+    fig.supxlabel(xlabel)
+    fig.supylabel(ylabel)
+    fig.tight_layout()
+    return fig

@@ -331,9 +331,12 @@ def main(argv=None) -> int:
     results = results_dir(args.profile)
     target = findings_output(results)
     if (results / "figures").is_dir():
-        readme = repo_root(results) / "README.md"  # its generated results, for results/ only
-        if results.resolve() != committed_results_dir().resolve() or not readme.is_file():
-            readme = None
+        # The README carries the generated results of the committed results/ only (a results
+        # folder elsewhere, e.g. VITLIB_RESULTS_DIR outside any checkout, has no README).
+        readme = None
+        if results.resolve() == committed_results_dir().resolve():
+            readme = repo_root(results) / "README.md"
+            readme = readme if readme.is_file() else None
         counts = write_findings_md(results, target, readme)
         print(f"findings ({target}): {summary_line(counts)}")
     return 0
