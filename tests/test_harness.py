@@ -210,13 +210,25 @@ def test_reproduce_runs_notebooks_with_the_profile_parameter(tmp_path, monkeypat
                           "f = Findings('01_demo', profile)\n"
                           "f.claim('s', paper='p', measured=1.0, tolerance=0.1, verdict='holds')\n"
                           "f.check('c', True)\n"
-                          "f.save('../results/figures')"])
+                          "f.save('../results/figures')",
+                          "from vitlib.study.results import runs_dir\n"
+                          "run = runs_dir(profile) / '01_demo' / 'run-a'\n"
+                          "run.mkdir(parents=True, exist_ok=True)\n"
+                          "(run / 'result.json').write_text('{}')"])
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("VITLIB_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("VITLIB_RUNS_DIR", str(tmp_path / "runs"))
+    executed_path = tmp_path / "results" / "notebooks" / "01_demo.ipynb"
     assert reproduce.main(["--profile", "smoke"]) == 0
     assert (tmp_path / "notebooks" / "seen.txt").read_text() == "smoke"
-    executed = nbformat.read(tmp_path / "results" / "notebooks" / "01_demo.ipynb", as_version=4)
+    executed = nbformat.read(executed_path, as_version=4)
     assert set(executed.metadata["vitlib"]["source"]) == {"commit", "dirty"}
+    # The budget's evidence: wall time, runs read back at the start and runs trained.
+    stamp = executed.metadata["vitlib"]
+    assert stamp["wall_s"] > 0 and (stamp["runs_cached_at_start"], stamp["runs_trained"]) == (0, 1)
+    assert reproduce.main(["--profile", "smoke"]) == 0  # again: the run is read back
+    stamp = nbformat.read(executed_path, as_version=4).metadata["vitlib"]
+    assert (stamp["runs_cached_at_start"], stamp["runs_trained"]) == (1, 0)
     out = capsys.readouterr().out
     assert "all 1 notebook(s) in" in out
     assert "1 claims of the paper: 1 hold, 0 do not hold" in out

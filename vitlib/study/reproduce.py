@@ -98,19 +98,34 @@ def run_notebook(notebook: Path, output: Path, profile: str,
     output.parent.mkdir(parents=True, exist_ok=True)
     os.environ["VITLIB_PROFILE"] = profile  # the kernel inherits it; cells see one profile
     source = source_state()
+    cached = finished_runs(notebook.name[:2], profile)
+    start = time.time()
     papermill.execute_notebook(str(notebook), str(output),
                                parameters={**(parameters or {}), "profile": profile},
                                kernel_name="python3", cwd=str(notebook.parent),
                                progress_bar=True)
-    stamp_source(output, source)
+    stamp_source(output, source, wall_s=round(time.time() - start, 1),
+                 runs_cached_at_start=cached,
+                 runs_trained=finished_runs(notebook.name[:2], profile) - cached)
 
 
-def stamp_source(executed: Path, source: dict) -> None:
-    """Record in the executed notebook's metadata which code produced it."""
+def finished_runs(number: str, profile: str) -> int:
+    """Finished training runs cached for notebook ``number`` (its folders ``NN_*`` in the
+    profile's run folder): 0 before a run from an empty cache."""
+    from vitlib.study.results import runs_dir
+
+    folder = runs_dir(profile)
+    return sum(1 for _ in folder.glob(f"{number}_*/**/result.json")) if folder.is_dir() else 0
+
+
+def stamp_source(executed: Path, source: dict, **timing) -> None:
+    """Record in the executed notebook's metadata which code produced it and, in ``timing``,
+    how long it ran and how many of its training runs were read back or trained (the
+    evidence behind a budget: a run from an empty cache has ``runs_cached_at_start`` 0)."""
     import nbformat
 
     nb = nbformat.read(executed, as_version=4)
-    nb.metadata["vitlib"] = {"source": source}
+    nb.metadata["vitlib"] = {"source": source, **timing}
     write_bytes_atomic(executed, nbformat.writes(nb).encode())
 
 
