@@ -154,7 +154,18 @@ def test_readme_block_is_generated_and_replaced_between_its_markers(tmp_path):
     f.save(tmp_path / "results" / "figures")
     block = render_readme_block(findings_report.load_findings(tmp_path / "results" / "figures"))
     assert "1 claims of the paper: 1 hold, 0 do not hold, 0 inconclusive" in block
-    assert "| 1: 1 / 0 / 0 | 1 | 1 | 1 of 1 |" in block
+    assert "| 1: 1 / 0 / 0 | 1 | 1 | 1 of 1 | not recorded |" in block
+    # The run time comes from the executed notebook's stamp (reproduce.stamp_source).
+    executed = tmp_path / "results" / "notebooks" / "07_demo.ipynb"
+    executed.parent.mkdir(parents=True)
+    executed.write_text(json.dumps({"cells": [], "metadata": {"vitlib": {
+        "source": {}, "wall_s": 1530.0, "runs_cached_at_start": 0, "runs_trained": 12}}}))
+    times = findings_report.run_times(tmp_path / "results")
+    assert "| 25.5 min, empty run cache (12 runs trained) |" in render_readme_block(
+        findings_report.load_findings(tmp_path / "results" / "figures"), times)
+    times["07_demo"].update(runs_cached_at_start=12, runs_trained=0, wall_s=60.0)
+    assert "| 1.0 min, 12 runs read back, 0 trained |" in render_readme_block(
+        findings_report.load_findings(tmp_path / "results" / "figures"), times)
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{findings_report.README_BEGIN}\nold numbers\n{findings_report.README_END}\nrest\n")
     args = ["--results", str(tmp_path / "results"), "--output", str(tmp_path / "F.md"),
@@ -170,7 +181,8 @@ def test_readme_block_is_generated_and_replaced_between_its_markers(tmp_path):
 def test_committed_readme_summary_is_what_the_committed_jsons_generate():
     records = findings_report.load_findings(ROOT / "results" / "figures")
     readme = (ROOT / "README.md").read_text()
-    assert readme == with_readme_block(readme, render_readme_block(records)), \
+    times = findings_report.run_times(ROOT / "results")
+    assert readme == with_readme_block(readme, render_readme_block(records, times)), \
         "README.md's results at a glance are stale: run 'python -m vitlib.study.findings_report'"
 
 

@@ -170,15 +170,39 @@ def _title(claim: dict) -> str:
     return head if len(head) <= 140 else head[:137].rstrip() + "..."
 
 
-def render_readme_block(records: list[dict]) -> str:
+def run_times(results: Path) -> dict:
+    """{notebook: what its executed copy in ``results/notebooks/`` records of its run}: the
+    wall seconds, the training runs it found cached at the start and those it trained
+    (``reproduce``'s stamp; absent from notebooks executed before it was recorded)."""
+    times = {}
+    for path in sorted((Path(results) / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        stamp = json.loads(path.read_text()).get("metadata", {}).get("vitlib", {})
+        if "wall_s" in stamp:
+            times[path.stem] = {k: stamp.get(k) for k in
+                                ("wall_s", "runs_cached_at_start", "runs_trained")}
+    return times
+
+
+def _run_time(stamp: Optional[dict]) -> str:
+    if not stamp:
+        return "not recorded"
+    minutes = f"{stamp['wall_s'] / 60:.1f} min"
+    cached, trained = stamp.get("runs_cached_at_start") or 0, stamp.get("runs_trained") or 0
+    if cached == 0:
+        return f"{minutes}, empty run cache ({trained} runs trained)"
+    return f"{minutes}, {cached} runs read back, {trained} trained"
+
+
+def render_readme_block(records: list[dict], times: Optional[dict] = None) -> str:
     """The README's results at a glance, from the same records as FINDINGS.md so that no
     number about the results is typed by hand: the summary line, then one row per notebook
     (its profile and commit, its claims' verdicts, how many are fragile or confirmatory, its
-    checks)."""
+    checks, and the run time its executed notebook records: ``run_times``)."""
+    times = times or {}
     lines = [README_BEGIN, "", f"**{summary_line(summarize(records))}.**", "",
              "| notebook | profile, commit | claims: hold / do not hold / inconclusive | "
-             "fragile (< 1 se) | confirmatory on fresh seeds | checks passed |",
-             "|---|---|---|---|---|---|"]
+             "fragile (< 1 se) | confirmatory on fresh seeds | checks passed | run time |",
+             "|---|---|---|---|---|---|---|"]
     for record in records:
         counts = summarize([record])
         claims = record.get("claims", [])
@@ -188,7 +212,8 @@ def render_readme_block(records: list[dict]) -> str:
                      f"`{record['profile']}`, {source[:7]} | {counts['claims']}: "
                      f"{counts['holds']} / {counts['does not hold']} / {counts['inconclusive']}"
                      f" | {counts['fragile']} | {confirmed} | "
-                     f"{counts['checks'] - counts['checks_failed']} of {counts['checks']} |")
+                     f"{counts['checks'] - counts['checks_failed']} of {counts['checks']} | "
+                     f"{_run_time(times.get(record['notebook']))} |")
     lines += ["", "Every claim with its numbers, noise, margin and verdict: "
               "[FINDINGS.md](FINDINGS.md).", "", README_END]
     return "\n".join(lines)
@@ -215,7 +240,8 @@ def write_findings_md(results: Path, output: Path, readme: Optional[Path] = None
     records = load_findings(Path(results) / "figures")
     write_bytes_atomic(Path(output), render_results(results).encode())
     if readme is not None:
-        text = with_readme_block(Path(readme).read_text(), render_readme_block(records))
+        text = with_readme_block(Path(readme).read_text(),
+                                 render_readme_block(records, run_times(results)))
         write_bytes_atomic(Path(readme), text.encode())
     return summarize(records)
 
@@ -255,7 +281,7 @@ def main(argv=None) -> int:
         if not readme.is_file():
             print(f"error: --readme: {readme} is not a file", file=sys.stderr)
             return 2
-        block = render_readme_block(load_findings(results / "figures"))
+        block = render_readme_block(load_findings(results / "figures"), run_times(results))
         try:
             expected[readme] = with_readme_block(readme.read_text(), block)
         except ValueError as error:
