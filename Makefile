@@ -87,6 +87,7 @@ bench: $(STAMP)
 	-@$(MAKE) --no-print-directory $(TF_VENV)/.installed
 	$(BIN)/python benchmarks/input_pipeline.py
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/forward_profile.py
 	$(BIN)/python benchmarks/sweep_overhead.py
 
 # The device check on whatever JAX backend is present: full sizes on a GPU/TPU (minutes),
