@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vitlib.study.provenance import cpu_model
+
 SIZE = 224
 SHAPES = ((375, 500), (375, 500), (500, 375), (350, 400))
 ROOT = Path(__file__).resolve().parent.parent
@@ -250,16 +252,6 @@ class Contender:
     def close(self):
         self.proc.stdin.close()
         self.proc.wait(timeout=30)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def contender_names() -> list:

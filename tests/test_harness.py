@@ -226,6 +226,7 @@ def test_reproduce_runs_notebooks_with_the_profile_parameter(tmp_path, monkeypat
     # The budget's evidence: wall time, runs read back at the start and runs trained.
     stamp = executed.metadata["vitlib"]
     assert stamp["wall_s"] > 0 and (stamp["runs_cached_at_start"], stamp["runs_trained"]) == (0, 1)
+    assert stamp["machine"]["cores"] == os.cpu_count() and stamp["machine"]["cpu"]
     assert reproduce.main(["--profile", "smoke"]) == 0  # again: the run is read back
     stamp = nbformat.read(executed_path, as_version=4).metadata["vitlib"]
     assert (stamp["runs_cached_at_start"], stamp["runs_trained"]) == (1, 0)

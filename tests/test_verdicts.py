@@ -159,10 +159,12 @@ def test_readme_block_is_generated_and_replaced_between_its_markers(tmp_path):
     executed = tmp_path / "results" / "notebooks" / "07_demo.ipynb"
     executed.parent.mkdir(parents=True)
     executed.write_text(json.dumps({"cells": [], "metadata": {"vitlib": {
-        "source": {}, "wall_s": 1530.0, "runs_cached_at_start": 0, "runs_trained": 12}}}))
+        "source": {}, "wall_s": 1530.0, "runs_cached_at_start": 0, "runs_trained": 12,
+        "machine": {"cpu": "Some CPU", "cores": 2}}}}))
     times = findings_report.run_times(tmp_path / "results")
-    assert "| 25.5 min, empty run cache (12 runs trained) |" in render_readme_block(
-        findings_report.load_findings(tmp_path / "results" / "figures"), times)
+    block = render_readme_block(findings_report.load_findings(tmp_path / "results" / "figures"), times)
+    assert "| 25.5 min, empty run cache (12 runs trained) |" in block
+    assert "Run times measured on: Some CPU, 2 cores." in block
     times["07_demo"].update(runs_cached_at_start=12, runs_trained=0, wall_s=60.0)
     assert "| 1.0 min, 12 runs read back, 0 trained |" in render_readme_block(
         findings_report.load_findings(tmp_path / "results" / "figures"), times)

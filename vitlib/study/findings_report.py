@@ -179,7 +179,7 @@ def run_times(results: Path) -> dict:
         stamp = json.loads(path.read_text()).get("metadata", {}).get("vitlib", {})
         if "wall_s" in stamp:
             times[path.stem] = {k: stamp.get(k) for k in
-                                ("wall_s", "runs_cached_at_start", "runs_trained")}
+                                ("wall_s", "runs_cached_at_start", "runs_trained", "machine")}
     return times
 
 
@@ -214,6 +214,10 @@ def render_readme_block(records: list[dict], times: Optional[dict] = None) -> st
                      f" | {counts['fragile']} | {confirmed} | "
                      f"{counts['checks'] - counts['checks_failed']} of {counts['checks']} | "
                      f"{_run_time(times.get(record['notebook']))} |")
+    machines = sorted({f"{t['machine']['cpu']}, {t['machine']['cores']} cores"
+                       for t in times.values() if t.get("machine")})
+    if machines:
+        lines += ["", "Run times measured on: " + "; ".join(machines) + "."]
     lines += ["", "Every claim with its numbers, noise, margin and verdict: "
               "[FINDINGS.md](FINDINGS.md).", "", README_END]
     return "\n".join(lines)

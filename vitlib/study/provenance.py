@@ -6,11 +6,30 @@ count as changes: a notebook that writes results must not mark the next one as d
 """
 from __future__ import annotations
 
+import os
+import platform
 import subprocess
 from pathlib import Path
 from typing import Optional
 
 OUTPUT_PATHS = ("results", "FINDINGS.md", "runs")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_state() -> dict:
+    """Which machine ran a result: its CPU model and core count (a time is only comparable
+    on the same machine; numbers can round differently on another CPU)."""
+    return {"cpu": cpu_model(), "cores": os.cpu_count()}
 
 
 def _git(root: Path, *args: str) -> Optional[str]:

@@ -33,7 +33,7 @@ from typing import Optional
 from vitlib.files import write_bytes_atomic
 from vitlib.study.findings_report import summary_line, write_findings_md
 from vitlib.study.profiles import PROFILES
-from vitlib.study.provenance import source_state
+from vitlib.study.provenance import machine_state, source_state
 from vitlib.study.results import (COMMITTED_ENV, committed_results_dir, findings_output, repo_root,
                                   results_dir)
 
@@ -104,7 +104,7 @@ def run_notebook(notebook: Path, output: Path, profile: str,
                                parameters={**(parameters or {}), "profile": profile},
                                kernel_name="python3", cwd=str(notebook.parent),
                                progress_bar=True)
-    stamp_source(output, source, wall_s=round(time.time() - start, 1),
+    stamp_source(output, source, machine=machine_state(), wall_s=round(time.time() - start, 1),
                  runs_cached_at_start=cached,
                  runs_trained=finished_runs(notebook.name[:2], profile) - cached)
 
@@ -120,8 +120,9 @@ def finished_runs(number: str, profile: str) -> int:
 
 def stamp_source(executed: Path, source: dict, **timing) -> None:
     """Record in the executed notebook's metadata which code produced it and, in ``timing``,
-    how long it ran and how many of its training runs were read back or trained (the
-    evidence behind a budget: a run from an empty cache has ``runs_cached_at_start`` 0)."""
+    on which machine, how long it ran and how many of its training runs were read back or
+    trained (the evidence behind a budget: a run from an empty cache has
+    ``runs_cached_at_start`` 0)."""
     import nbformat
 
     nb = nbformat.read(executed, as_version=4)
