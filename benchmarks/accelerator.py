@@ -33,7 +33,8 @@ held in memory, against what each measured step consumes on the host's devices.
 Correctness: a small model trained ``correctness_steps`` steps from one seed on the default
 backend and, in a subprocess, on the CPU backend; the losses must agree within ``LOSS_RTOL``,
 fixed here before any run: bf16 tolerance when the default backend is an accelerator, float
-noise when both are the CPU.
+noise when both are the CPU. Kill and resume (``resume_check.py``): ``fit`` killed mid-run with
+SIGKILL and resumed ends with the straight run's parameters, bit for bit.
 
 ``--tiny`` (automatic on CPU unless ``--full``) runs the same code at tiny sizes (a width-64,
 depth-2 ViT at 32 px, 3 timed steps) in seconds; ``make test`` runs it.
@@ -66,6 +67,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/input_pipeline's synthetic JPEGs
 
 from input_pipeline import JpegsInMemory, jpegs  # noqa: E402
+import resume_check  # noqa: E402
 from vitlib.analysis.accelerators import ACCELERATORS, GIB  # noqa: E402
 from vitlib.analysis.scaling import training_flops  # noqa: E402
 from vitlib.analysis.step_memory import compiled_plan, plans_in_subprocess, step_flops  # noqa: E402
@@ -593,6 +595,8 @@ def markdown(report: dict) -> str:
             f"`{c['backend']}` and on the CPU: max relative loss difference "
             f"{c['max_rel_diff']:.2e}, tolerance ({c['tolerance_kind']}, fixed beforehand) "
             f"{c['rtol']:.0e}: {'agree' if c['agree'] else 'DISAGREE'}.")
+    if "resume" in report:
+        lines += resume_check.markdown(report["resume"])
     lines += ["", "MFU = training FLOPs per image (3 x the zoo's forward FLOPs) x img/s / peak; "
               "remat's recomputation is not counted. The anchor is NVIDIA JAX-Toolbox's ViT-B/16 "
               f"({', '.join(f'{k}: {v:.0f}' for k, v in ANCHOR_B16.items())} img/s per GPU at "
@@ -636,6 +640,11 @@ def main(argv=None) -> int:
     print(f"correctness: {check.get('tolerance_kind')}: max relative loss difference "
           f"{check.get('max_rel_diff', float('nan')):.2e} (rtol {check['rtol']:.0e}) -> "
           f"{'agree' if check.get('agree') else 'FAIL'}", flush=True)
+    resume = resume_check.kill_and_resume("tiny" if tiny else "full",
+                                          gpu=device["platform"] == "gpu")
+    print("kill and resume: " + (resume["error"] if "error" in resume else
+          f"killed after step {resume['killed_after_step']} of {resume['steps']}, parameters "
+          f"{'identical' if resume['same_parameters'] else 'DIFFERENT'}"), flush=True)
     import jaxlib
     report = {"device": device, "tiny": tiny, "jax": jax.__version__,
               "jaxlib": jaxlib.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -644,13 +653,13 @@ def main(argv=None) -> int:
               "timed_steps": size["timed_steps"], "memory_fraction": MEMORY_FRACTION,
               "rows": rows, "best_setting": best_setting(rows), "input_side": supply,
               "devices_on_host": devices, "feeding": feeding(rows, supply, devices),
-              "correctness": check,
+              "correctness": check, "resume": resume,
               "wall_s": time.perf_counter() - started}
     stem = args.out / f"accelerator_{device['slug']}"
     write_json(stem.with_suffix(".json"), report)
     write_bytes_atomic(stem.with_suffix(".md"), markdown(report).encode())
     print(f"{time.perf_counter() - started:.1f} s; results: {stem}.json, {stem}.md")
-    return 0 if check.get("agree") else 1
+    return 0 if check.get("agree") and resume.get("same_parameters") else 1
 
 
 if __name__ == "__main__":

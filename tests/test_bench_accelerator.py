@@ -124,10 +124,21 @@ def test_correctness_rows_agree(report):
     assert c["losses_default"][-1] < c["losses_default"][0]  # the tiny model learns
 
 
+def test_kill_and_resume_ends_with_the_straight_runs_parameters(report):
+    r = report[0]["resume"]
+    assert "error" not in r, r.get("error")
+    steps, every, kill_after = 40, 5, 17  # resume_check.SIZES["tiny"]
+    assert (r["steps"], r["checkpoint_every"]) == (steps, every)
+    assert kill_after <= r["killed_after_step"] < steps and r["resumed_from_checkpoint"]
+    assert len(r["straight_sha256"]) == 64 and r["straight_sha256"] == r["resumed_sha256"]
+    assert r["same_parameters"] is True
+
+
 def test_markdown_written(report):
     _, path = report
     text = path.with_suffix(".md").read_text()
     assert "| group | model | optimizer |" in text and "## Correctness" in text
+    assert "## Kill and resume" in text and "parameters identical" in text
 
 
 def test_the_input_side_is_measured_and_set_against_each_step(report):
