@@ -32,6 +32,16 @@ def test_signed_rank_inconclusive_and_nothing_to_test():
     assert same["verdict"] == "inconclusive" and same["reason"].startswith("nothing to test:")
     with pytest.raises(ValueError, match="reference, other"):
         cc.signed_rank([0.1], [0.2], 0.05, "one curve")
+    # Equal on 5 of 8 curves (a floor fitted at 0 makes M2 the plain power law): 3 curves left,
+    # whose smallest one-sided p is 0.5^3 = 0.125, so no verdict was possible.
+    reference = REF[:8]
+    few = reference - np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.04, 0.02, 0.03])
+    p = cc.signed_rank(reference, few, 0.05, "few")
+    assert p["p_value"] == pytest.approx(stats.wilcoxon(reference - few, alternative="greater").pvalue)
+    assert p["verdict"] == "inconclusive" and p["differing"] == 3 and p["p_value"] >= 0.125
+    assert p["reason"].startswith("underpowered: the two differ on only 3 of 8 curves")
+    assert mixed is not None and "reason" in cc.signed_rank(REF, mixed, 0.05, "mixed")
+    assert cc.signed_rank(REF, mixed, 0.05, "mixed")["reason"] is None  # 10 curves could decide
 
 
 def test_best_share_paper_rule_with_ties_and_failures():

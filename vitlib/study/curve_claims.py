@@ -8,7 +8,8 @@ read, each a pure function over that benchmark's records.
   from the fit rows alone); cached as JSON keyed by the estimators, the curves, the hold-out
   fraction and a hash of the CSV.
 - ``signed_rank``: a paired comparison over curves, decided by scipy's one-sided Wilcoxon
-  signed-rank test in each direction.
+  signed-rank test in each direction; a part that could not reach ``alpha`` on the curves where
+  the two differ says it is underpowered.
 - ``best_share``: the share of curves on which an estimator scores lowest, by the paper's rule
   (scores cut to 3 decimals, a failed fit counting as 1, ties sharing the win), with a percentile
   bootstrap interval over curves.
@@ -127,8 +128,13 @@ def signed_rank(reference, other, alpha: float, label: str) -> dict:
     p_worse = float(stats.wilcoxon(d, alternative="less").pvalue)
     verdict = ("holds" if p_better < alpha and median > 0 else
                "does not hold" if p_worse < alpha else "inconclusive")
-    return part(label, median, verdict, p_value=p_better, p_other_way=p_worse, alpha=alpha,
-                curves=int(d.size), wins=int((d > 0).sum()))
+    differing = int(np.count_nonzero(d))
+    floor = 0.5 ** differing  # the smallest one-sided p that many signed ranks can give
+    reason = (f"underpowered: the two differ on only {differing} of {d.size} curves, where the "
+              f"smallest p the test can give is {floor:.3g} >= {alpha}"
+              if verdict == "inconclusive" and floor >= alpha else None)
+    return part(label, median, verdict, reason=reason, p_value=p_better, p_other_way=p_worse,
+                alpha=alpha, curves=int(d.size), differing=differing, wins=int((d > 0).sum()))
 
 
 def _credits(scores: Mapping, names: Sequence[str]) -> np.ndarray:
