@@ -227,9 +227,17 @@ def test_reproduce_runs_notebooks_with_the_profile_parameter(tmp_path, monkeypat
     stamp = executed.metadata["vitlib"]
     assert stamp["wall_s"] > 0 and (stamp["runs_cached_at_start"], stamp["runs_trained"]) == (0, 1)
     assert stamp["machine"]["cores"] == os.cpu_count() and stamp["machine"]["cpu"]
+    first = stamp
     assert reproduce.main(["--profile", "smoke"]) == 0  # again: the run is read back
     stamp = nbformat.read(executed_path, as_version=4).metadata["vitlib"]
     assert (stamp["runs_cached_at_start"], stamp["runs_trained"]) == (1, 0)
+    # ... and the empty-cache run that trained it stays on record, through every read-back.
+    kept = {k: first[k] for k in ("source", "machine", "wall_s", "runs_trained")}
+    assert stamp["empty_cache_run"] == kept
+    assert reproduce.main(["--profile", "smoke"]) == 0
+    assert nbformat.read(executed_path, as_version=4).metadata["vitlib"]["empty_cache_run"] == kept
+    assert reproduce.empty_cache_run(first, {"runs_trained": 1, "runs_cached_at_start": 1}) is None
+    assert reproduce.empty_cache_run(first, {"runs_trained": 0, "runs_cached_at_start": 2}) is None
     out = capsys.readouterr().out
     assert "all 1 notebook(s) in" in out
     assert "1 claims of the paper: 1 hold, 0 do not hold" in out

@@ -168,6 +168,12 @@ def test_readme_block_is_generated_and_replaced_between_its_markers(tmp_path):
     times["07_demo"].update(runs_cached_at_start=12, runs_trained=0, wall_s=60.0)
     assert "| 1.0 min, 12 runs read back, 0 trained |" in render_readme_block(
         findings_report.load_findings(tmp_path / "results" / "figures"), times)
+    times["07_demo"]["empty_cache_run"] = {"wall_s": 1530.0, "runs_trained": 12,
+                                           "source": {"commit": "abc1234def"},
+                                           "machine": {"cpu": "First CPU", "cores": 2}}
+    block = render_readme_block(findings_report.load_findings(tmp_path / "results" / "figures"), times)
+    assert "| 25.5 min, empty run cache (12 runs trained, at abc1234); read back in 1.0 min |" in block
+    assert "Run times measured on: First CPU, 2 cores." in block
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{findings_report.README_BEGIN}\nold numbers\n{findings_report.README_END}\nrest\n")
     args = ["--results", str(tmp_path / "results"), "--output", str(tmp_path / "F.md"),

@@ -178,8 +178,9 @@ def run_times(results: Path) -> dict:
     for path in sorted((Path(results) / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         stamp = json.loads(path.read_text()).get("metadata", {}).get("vitlib", {})
         if "wall_s" in stamp:
-            times[path.stem] = {k: stamp.get(k) for k in
-                                ("wall_s", "runs_cached_at_start", "runs_trained", "machine")}
+            times[path.stem] = {k: stamp.get(k) for k in ("wall_s", "runs_cached_at_start",
+                                                          "runs_trained", "machine",
+                                                          "empty_cache_run", "source")}
     return times
 
 
@@ -190,6 +191,11 @@ def _run_time(stamp: Optional[dict]) -> str:
     cached, trained = stamp.get("runs_cached_at_start") or 0, stamp.get("runs_trained") or 0
     if cached == 0:
         return f"{minutes}, empty run cache ({trained} runs trained)"
+    first = stamp.get("empty_cache_run")
+    if first:
+        commit = ((first.get("source") or {}).get("commit") or "")[:7]
+        return (f"{first['wall_s'] / 60:.1f} min, empty run cache ({first['runs_trained']} runs "
+                f"trained{', at ' + commit if commit else ''}); read back in {minutes}")
     return f"{minutes}, {cached} runs read back, {trained} trained"
 
 
@@ -214,8 +220,8 @@ def render_readme_block(records: list[dict], times: Optional[dict] = None) -> st
                      f" | {counts['fragile']} | {confirmed} | "
                      f"{counts['checks'] - counts['checks_failed']} of {counts['checks']} | "
                      f"{_run_time(times.get(record['notebook']))} |")
-    machines = sorted({f"{t['machine']['cpu']}, {t['machine']['cores']} cores"
-                       for t in times.values() if t.get("machine")})
+    machines = sorted({f"{m['cpu']}, {m['cores']} cores" for t in times.values()
+                       for m in ((t.get("empty_cache_run") or t).get("machine"),) if m})
     if machines:
         lines += ["", "Run times measured on: " + "; ".join(machines) + "."]
     lines += ["", "Every claim with its numbers, noise, margin and verdict: "

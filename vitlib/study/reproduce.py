@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import os
 import sys
 import time
@@ -99,14 +100,38 @@ def run_notebook(notebook: Path, output: Path, profile: str,
     os.environ["VITLIB_PROFILE"] = profile  # the kernel inherits it; cells see one profile
     source = source_state()
     cached = finished_runs(notebook.name[:2], profile)
+    before = stamp_of(output)
     start = time.time()
     papermill.execute_notebook(str(notebook), str(output),
                                parameters={**(parameters or {}), "profile": profile},
                                kernel_name="python3", cwd=str(notebook.parent),
                                progress_bar=True)
-    stamp_source(output, source, machine=machine_state(), wall_s=round(time.time() - start, 1),
-                 runs_cached_at_start=cached,
-                 runs_trained=finished_runs(notebook.name[:2], profile) - cached)
+    timing = dict(machine=machine_state(), wall_s=round(time.time() - start, 1),
+                  runs_cached_at_start=cached,
+                  runs_trained=finished_runs(notebook.name[:2], profile) - cached)
+    carried = empty_cache_run(before, timing)
+    stamp_source(output, source, **timing, **({"empty_cache_run": carried} if carried else {}))
+
+
+def stamp_of(executed: Path) -> dict:
+    """The ``vitlib`` stamp of an executed notebook ({} when there is none)."""
+    try:
+        return json.loads(Path(executed).read_text()).get("metadata", {}).get("vitlib", {})
+    except (OSError, ValueError):
+        return {}
+
+
+def empty_cache_run(before: dict, now: dict) -> Optional[dict]:
+    """The run from an empty cache that trained the runs a read-back just read: kept from the
+    previous stamp (``before``) when this run trained nothing and read back exactly the runs
+    that one trained, so a budget's evidence survives re-running a notebook from its cache."""
+    if now["runs_trained"] or not now["runs_cached_at_start"]:
+        return None
+    first = before.get("empty_cache_run") or (
+        before if before.get("runs_cached_at_start") == 0 and "wall_s" in before else None)
+    if not first or first.get("runs_trained") != now["runs_cached_at_start"]:
+        return None
+    return {k: first[k] for k in ("source", "machine", "wall_s", "runs_trained") if k in first}
 
 
 def finished_runs(number: str, profile: str) -> int:
