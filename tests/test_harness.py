@@ -292,6 +292,7 @@ def test_source_state_ignores_outputs_but_sees_code_changes(tmp_path):
     (tmp_path / "results" / "figures").mkdir(parents=True)
     (tmp_path / "results" / "figures" / "a.json").write_text("{}")
     (tmp_path / "FINDINGS.md").write_text("# Findings\n")
+    (tmp_path / "README.md").write_text("# the results block, regenerated\n")
     assert source_state(tmp_path)["dirty"] is False  # outputs are not code changes
     (tmp_path / "code.py").write_text("x = 2\n")
     assert source_state(tmp_path)["dirty"] is True

@@ -1,8 +1,9 @@
 """Which code produced a result: the git commit and whether the source tree differed from it.
 
 Every findings JSON and executed notebook records ``source_state()``, so a committed result can
-be traced to the code that made it. Outputs (``results/``, ``FINDINGS.md``, ``runs/``) do not
-count as changes: a notebook that writes results must not mark the next one as dirty.
+be traced to the code that made it. Outputs (``results/``, ``FINDINGS.md``, the README whose
+results block ``reproduce`` regenerates, ``runs/``) do not count as changes: a notebook that
+writes results must not mark the next one as dirty.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import subprocess
 from pathlib import Path
 from typing import Optional
 
-OUTPUT_PATHS = ("results", "FINDINGS.md", "runs")
+# README.md only for its generated results block, which every cpu run of reproduce rewrites.
+OUTPUT_PATHS = ("results", "FINDINGS.md", "README.md", "runs")
 
 
 def cpu_model() -> str:
