@@ -19,7 +19,7 @@ help:
 	@echo "make zoo                   print paper Table 2 as computed by vitlib"
 	@echo "make install | data | lock"
 	@echo "make clean                 remove .venv and uncommitted results (smoke, interactive)"
-	@echo "make clean-runs            remove runs/: cached training runs (the cpu profile's took ~2 h)"
+	@echo "make clean-runs            remove runs/: cached training runs (the cpu profile's: up to its 150-minute budget of compute)"
 
 # The virtual environment with the pinned packages and vitlib (editable); rebuilt when pins change.
 # The pins include the `test` extra (CPU torch, torchvision, timm: tests/test_convert.py compares
