@@ -39,7 +39,7 @@ from vitlib.study.results import (COMMITTED_ENV, committed_results_dir, findings
                                   results_dir)
 
 # Minutes each notebook may take on a 2-core CPU from an empty run cache (DESIGN.md section 4).
-CPU_BUDGET_MINUTES = {"01": 2, "02": 30, "03": 30, "04": 20, "05": 35, "06": 30}
+CPU_BUDGET_MINUTES = {"01": 2, "02": 30, "03": 30, "04": 18, "05": 30, "06": 40}
 CPU_TOTAL_BUDGET_MINUTES = 150
 
 
