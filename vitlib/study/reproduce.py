@@ -36,7 +36,7 @@ from vitlib.study.findings_report import summary_line, write_findings_md
 from vitlib.study.profiles import PROFILES
 from vitlib.study.provenance import machine_state, source_state
 from vitlib.study.results import (COMMITTED_ENV, committed_results_dir, findings_output, repo_root,
-                                  results_dir)
+                                  results_dir, runs_dir)
 
 # Minutes each notebook may take on a 2-core CPU from an empty run cache (DESIGN.md section 4).
 CPU_BUDGET_MINUTES = {"01": 2, "02": 30, "03": 30, "04": 18, "05": 30, "06": 40}
@@ -137,8 +137,6 @@ def empty_cache_run(before: dict, now: dict) -> Optional[dict]:
 def finished_runs(number: str, profile: str) -> int:
     """Finished training runs cached for notebook ``number`` (its folders ``NN_*`` in the
     profile's run folder): 0 before a run from an empty cache."""
-    from vitlib.study.results import runs_dir
-
     folder = runs_dir(profile)
     return sum(1 for _ in folder.glob(f"{number}_*/**/result.json")) if folder.is_dir() else 0
 
@@ -233,7 +231,6 @@ def print_cpu_plan(args) -> int:
     CPU beside their measured training times (``vitlib.study.measured_plan``)."""
     from vitlib.analysis.cpu_estimate import comparison_table
     from vitlib.study.measured_plan import cpu_plan
-    from vitlib.study.results import runs_dir
 
     notebooks = numbered_notebooks(repo_root() / "notebooks")
     if args.only:
