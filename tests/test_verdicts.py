@@ -146,7 +146,7 @@ def test_earlier_exploratory_verdicts_are_shown_beside_the_confirmatory_one(tmp_
            "also chose the lr)" in text
 
 
-def test_readme_block_is_generated_and_replaced_between_its_markers(tmp_path):
+def test_readme_block_is_generated_and_replaced_between_its_markers(tmp_path, monkeypatch):
     f = Findings("07_demo", "cpu")
     f.claim("A > B", paper="yes", measured=0.1, tolerance="> 2 se", verdict="holds", noise=0.01,
             margin_se=0.5, stage="confirmatory")
@@ -165,6 +165,13 @@ def test_readme_block_is_generated_and_replaced_between_its_markers(tmp_path):
     block = render_readme_block(findings_report.load_findings(tmp_path / "results" / "figures"), times)
     assert "| 25.5 min, empty run cache (12 runs trained) |" in block
     assert "Run times measured on: Some CPU, 2 cores." in block
+    # A cpu notebook's time is shown against its budget (profiles.CPU_BUDGET_MINUTES).
+    monkeypatch.setitem(findings_report.CPU_BUDGET_MINUTES, "07", 30)
+    block = render_readme_block(findings_report.load_findings(tmp_path / "results" / "figures"), times)
+    assert "| 25.5 of 30 min, empty run cache (12 runs trained) |" in block
+    assert f"All 1 notebooks from empty run caches, one at a time: 25.5 of " \
+           f"{findings_report.CPU_TOTAL_BUDGET_MINUTES} min." in block
+    monkeypatch.delitem(findings_report.CPU_BUDGET_MINUTES, "07")
     times["07_demo"].update(runs_cached_at_start=12, runs_trained=0, wall_s=60.0)
     assert "| 1.0 min, 12 runs read back, 0 trained |" in render_readme_block(
         findings_report.load_findings(tmp_path / "results" / "figures"), times)

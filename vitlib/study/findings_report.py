@@ -15,6 +15,7 @@ from typing import Optional
 
 from vitlib.files import write_bytes_atomic
 from vitlib.study.findings import REASONS, SMOKE_NOTE, VERDICTS, claim_margin, format_value
+from vitlib.study.profiles import CPU_BUDGET_MINUTES, CPU_TOTAL_BUDGET_MINUTES
 from vitlib.study.results import committed_results_dir, findings_output, repo_root
 from vitlib.study.statistics import is_fragile
 
@@ -184,19 +185,42 @@ def run_times(results: Path) -> dict:
     return times
 
 
-def _run_time(stamp: Optional[dict]) -> str:
+def _run_time(stamp: Optional[dict], budget: Optional[int]) -> str:
     if not stamp:
         return "not recorded"
+    of = f" of {budget}" if budget is not None else ""
     minutes = f"{stamp['wall_s'] / 60:.1f} min"
     cached, trained = stamp.get("runs_cached_at_start") or 0, stamp.get("runs_trained") or 0
     if cached == 0:
-        return f"{minutes}, empty run cache ({trained} runs trained)"
+        return f"{stamp['wall_s'] / 60:.1f}{of} min, empty run cache ({trained} runs trained)"
     first = stamp.get("empty_cache_run")
     if first:
         commit = ((first.get("source") or {}).get("commit") or "")[:7]
-        return (f"{first['wall_s'] / 60:.1f} min, empty run cache ({first['runs_trained']} runs "
-                f"trained{', at ' + commit if commit else ''}); read back in {minutes}")
+        return (f"{first['wall_s'] / 60:.1f}{of} min, empty run cache ({first['runs_trained']} "
+                f"runs trained{', at ' + commit if commit else ''}); read back in {minutes}")
     return f"{minutes}, {cached} runs read back, {trained} trained"
+
+
+def _empty_cache_seconds(stamp: Optional[dict]) -> Optional[float]:
+    """Wall seconds of the run that trained every run from an empty cache, if one is recorded."""
+    if stamp and not stamp.get("runs_cached_at_start"):
+        return stamp["wall_s"]
+    return ((stamp or {}).get("empty_cache_run") or {}).get("wall_s")
+
+
+def _total(records: list[dict], times: dict) -> str:
+    """' All N notebooks from empty run caches: X of Y min.' when every cpu notebook has one."""
+    seconds = [_empty_cache_seconds(times.get(r["notebook"])) for r in records]
+    budgets = [budget(r) for r in records]
+    if not records or None in seconds or None in budgets:
+        return ""
+    return (f" All {len(records)} notebooks from empty run caches, one at a time: "
+            f"{sum(seconds) / 60:.1f} of {CPU_TOTAL_BUDGET_MINUTES} min.")
+
+
+def budget(record: dict) -> Optional[int]:
+    """The notebook's cpu budget in minutes (``CPU_BUDGET_MINUTES``); None for other profiles."""
+    return CPU_BUDGET_MINUTES.get(record["notebook"][:2]) if record["profile"] == "cpu" else None
 
 
 def render_readme_block(records: list[dict], times: Optional[dict] = None) -> str:
@@ -207,7 +231,8 @@ def render_readme_block(records: list[dict], times: Optional[dict] = None) -> st
     times = times or {}
     lines = [README_BEGIN, "", f"**{summary_line(summarize(records))}.**", "",
              "| notebook | profile, commit | claims: hold / do not hold / inconclusive | "
-             "fragile (< 1 se) | confirmatory on fresh seeds | checks passed | run time |",
+             "fragile (< 1 se) | confirmatory on fresh seeds | checks passed | "
+             "run time of its budget |",
              "|---|---|---|---|---|---|---|"]
     for record in records:
         counts = summarize([record])
@@ -219,11 +244,11 @@ def render_readme_block(records: list[dict], times: Optional[dict] = None) -> st
                      f"{counts['holds']} / {counts['does not hold']} / {counts['inconclusive']}"
                      f" | {counts['fragile']} | {confirmed} | "
                      f"{counts['checks'] - counts['checks_failed']} of {counts['checks']} | "
-                     f"{_run_time(times.get(record['notebook']))} |")
+                     f"{_run_time(times.get(record['notebook']), budget(record))} |")
     machines = sorted({f"{m['cpu']}, {m['cores']} cores" for t in times.values()
                        for m in ((t.get("empty_cache_run") or t).get("machine"),) if m})
     if machines:
-        lines += ["", "Run times measured on: " + "; ".join(machines) + "."]
+        lines += ["", "Run times measured on: " + "; ".join(machines) + "." + _total(records, times)]
     lines += ["", "Every claim with its numbers, noise, margin and verdict: "
               "[FINDINGS.md](FINDINGS.md).", "", README_END]
     return "\n".join(lines)

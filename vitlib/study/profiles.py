@@ -12,6 +12,11 @@ PROFILES = ("smoke", "cpu", "full")
 DEFAULT_PROFILE = "cpu"
 T = TypeVar("T")
 
+# Minutes each notebook may take on a 2-core CPU from an empty run cache (DESIGN.md section 4):
+# each at most 40, all at most CPU_TOTAL_BUDGET_MINUTES; set from times measured one at a time.
+CPU_BUDGET_MINUTES = {"01": 2, "02": 35, "03": 30, "04": 15, "05": 28, "06": 40}
+CPU_TOTAL_BUDGET_MINUTES = 150
+
 
 def resolve_profile(profile: Optional[str] = None) -> str:
     """The given profile, else ``$VITLIB_PROFILE``, else ``cpu``; validated."""

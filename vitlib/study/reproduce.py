@@ -33,14 +33,10 @@ from typing import Optional
 
 from vitlib.files import write_bytes_atomic
 from vitlib.study.findings_report import summary_line, write_findings_md
-from vitlib.study.profiles import PROFILES
+from vitlib.study.profiles import CPU_BUDGET_MINUTES, CPU_TOTAL_BUDGET_MINUTES, PROFILES
 from vitlib.study.provenance import machine_state, source_state
 from vitlib.study.results import (COMMITTED_ENV, committed_results_dir, findings_output, repo_root,
                                   results_dir, runs_dir)
-
-# Minutes each notebook may take on a 2-core CPU from an empty run cache (DESIGN.md section 4).
-CPU_BUDGET_MINUTES = {"01": 2, "02": 30, "03": 30, "04": 18, "05": 30, "06": 40}
-CPU_TOTAL_BUDGET_MINUTES = 150
 
 
 def numbered_notebooks(folder: Path) -> list[Path]:
