@@ -185,37 +185,39 @@ def run_times(results: Path) -> dict:
     return times
 
 
+def _empty_cache_record(stamp: Optional[dict]) -> Optional[dict]:
+    """The record of the run that trained every run from an empty cache: the stamp itself, or
+    the earlier run a read-back keeps (``reproduce.empty_cache_run``); None if neither."""
+    if stamp and not stamp.get("runs_cached_at_start"):
+        return stamp
+    return (stamp or {}).get("empty_cache_run")
+
+
 def _run_time(stamp: Optional[dict], budget: Optional[int]) -> str:
     if not stamp:
         return "not recorded"
-    of = f" of {budget}" if budget is not None else ""
     minutes = f"{stamp['wall_s'] / 60:.1f} min"
-    cached, trained = stamp.get("runs_cached_at_start") or 0, stamp.get("runs_trained") or 0
-    if cached == 0:
-        return f"{stamp['wall_s'] / 60:.1f}{of} min, empty run cache ({trained} runs trained)"
-    first = stamp.get("empty_cache_run")
-    if first:
-        commit = ((first.get("source") or {}).get("commit") or "")[:7]
-        return (f"{first['wall_s'] / 60:.1f}{of} min, empty run cache ({first['runs_trained']} "
-                f"runs trained{', at ' + commit if commit else ''}); read back in {minutes}")
-    return f"{minutes}, {cached} runs read back, {trained} trained"
-
-
-def _empty_cache_seconds(stamp: Optional[dict]) -> Optional[float]:
-    """Wall seconds of the run that trained every run from an empty cache, if one is recorded."""
-    if stamp and not stamp.get("runs_cached_at_start"):
-        return stamp["wall_s"]
-    return ((stamp or {}).get("empty_cache_run") or {}).get("wall_s")
+    first = _empty_cache_record(stamp)
+    if first is None:
+        return (f"{minutes}, {stamp.get('runs_cached_at_start') or 0} runs read back, "
+                f"{stamp.get('runs_trained') or 0} trained")
+    of = f" of {budget}" if budget is not None else ""
+    text = (f"{first['wall_s'] / 60:.1f}{of} min, empty run cache "
+            f"({first.get('runs_trained') or 0} runs trained")
+    if first is stamp:
+        return text + ")"
+    commit = ((first.get("source") or {}).get("commit") or "")[:7]
+    return f"{text}{', at ' + commit if commit else ''}); read back in {minutes}"
 
 
 def _total(records: list[dict], times: dict) -> str:
-    """' All N notebooks from empty run caches: X of Y min.' when every cpu notebook has one."""
-    seconds = [_empty_cache_seconds(times.get(r["notebook"])) for r in records]
-    budgets = [budget(r) for r in records]
-    if not records or None in seconds or None in budgets:
+    """' All N notebooks from empty run caches, one at a time: X of Y min.' when every notebook
+    has a cpu budget and a run from an empty cache."""
+    firsts = [_empty_cache_record(times.get(r["notebook"])) for r in records]
+    if not records or None in firsts or None in map(budget, records):
         return ""
     return (f" All {len(records)} notebooks from empty run caches, one at a time: "
-            f"{sum(seconds) / 60:.1f} of {CPU_TOTAL_BUDGET_MINUTES} min.")
+            f"{sum(f['wall_s'] for f in firsts) / 60:.1f} of {CPU_TOTAL_BUDGET_MINUTES} min.")
 
 
 def budget(record: dict) -> Optional[int]:
