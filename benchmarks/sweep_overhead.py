@@ -13,8 +13,12 @@ side, each from an empty run cache:
   in-process or disk cache) and every evaluation on the whole splits: the costs the sweep avoids.
 
 Pure step time: the same compiled step on a batch already on the device, timed in a tight loop
-(median of rounds) after the sweep. Overhead of a run = 1 - steps x pure step time / run wall
-time. Results: results/benchmarks/cpu_sweep.json.
+(median of rounds). This machine's speed drifts by tens of percent over minutes (other
+tenants), so the pure step is timed after every run, and each run is compared with the mean
+of the timings just before and just after it (the first run, which compiles the step, with
+the one after it): overhead of a run = 1 - steps x pure step time / run wall time. The same
+overheads against one timing after both sweeps (how earlier versions measured them) are
+reported beside them. Results: results/benchmarks/cpu_sweep.json.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, Optional, Sequence
 
 # An empty persistent cache, so the first run's compilation is counted honestly.
 os.environ["VITLIB_COMPILATION_CACHE"] = tempfile.mkdtemp(prefix="vitlib-bench-jax-")
@@ -49,7 +54,9 @@ VARIED = [{"optim.lr": 1e-3, "optim.weight_decay": [(".*", 0.05)], "seed": 0},
           {"optim.lr": 2e-3, "optim.weight_decay": [(".*", 0.1)], "seed": 2}]
 
 
-def run_sweep(mode: str, steps: int, root: Path) -> list[dict]:
+def run_sweep(mode: str, steps: int, root: Path,
+              after_run: Optional[Callable[[dict], None]] = None) -> list[dict]:
+    """The reference sweep's runs in ``mode``; ``after_run(config)`` is called after each."""
     per_run_compile = mode == "per_run_compile_full_evals"
     jax.config.update("jax_enable_compilation_cache", not per_run_compile)
     runs = []
@@ -71,40 +78,62 @@ def run_sweep(mode: str, steps: int, root: Path) -> list[dict]:
         print(f"{mode} run {i}: {wall:.1f} s wall, setup {result['setup_time_s']:.1f} s, "
               f"train loop {result['train_time_s']:.1f} s, evals {result['eval_time_s']:.1f} s, "
               f"checkpoints {result['checkpoint_time_s']:.1f} s", flush=True)
+        if after_run is not None:
+            after_run(config)
     return runs
 
 
-def pure_step_seconds(config, rounds: int = 5, steps: int = 30) -> float:
-    """Median seconds per step of the compiled train step with its inputs already placed."""
-    x, y = datasets.load_split(config.dataset, config.train_split)
-    model = build.build_model(config, x.shape[1], datasets.num_classes(config.dataset))
-    optimizer = build.make_tx(config)
-    programs = compiled.programs_for(config, model, optimizer.tx, (x.shape[1], x.shape[2], 1))
-    state = programs.init(config.seed)
-    batch = shard_batch(train_batch(x, y, 0, config.batch_size, config.seed), programs.mesh)
-    hyper = {"lr": np.float32(1e-3), "weight_decay": jax.device_put(
-        optimizer.weight_decay_rates(state.params), replicated(programs.mesh))}
-    state, metrics = programs.step(state, batch, hyper)
-    jax.block_until_ready(metrics)
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(steps):
-            state, metrics = programs.step(state, batch, hyper)
+class PureStep:
+    """The compiled train step of ``config``'s structure on a batch already placed, timed in a
+    tight loop. Built from the programs the sweep compiled (``programs_for`` returns them), so
+    timing it compiles nothing."""
+
+    def __init__(self, config):
+        x, y = datasets.load_split(config.dataset, config.train_split)
+        model = build.build_model(config, x.shape[1], datasets.num_classes(config.dataset))
+        optimizer = build.make_tx(config)
+        self.programs = compiled.programs_for(config, model, optimizer.tx,
+                                              (x.shape[1], x.shape[2], 1))
+        self.state = self.programs.init(config.seed)
+        self.batch = shard_batch(train_batch(x, y, 0, config.batch_size, config.seed),
+                                 self.programs.mesh)
+        self.hyper = {"lr": np.float32(1e-3), "weight_decay": jax.device_put(
+            optimizer.weight_decay_rates(self.state.params), replicated(self.programs.mesh))}
+
+    def _steps(self, n: int):
+        for _ in range(n):
+            self.state, metrics = self.programs.step(self.state, self.batch, self.hyper)
         jax.block_until_ready(metrics)
-        samples.append((time.perf_counter() - start) / steps)
-    return statistics.median(samples)
+
+    def seconds(self, rounds: int = 5, steps: int = 30) -> float:
+        """Median seconds per step over ``rounds`` rounds of ``steps`` steps."""
+        self._steps(1)
+        samples = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            self._steps(steps)
+            samples.append((time.perf_counter() - start) / steps)
+        return statistics.median(samples)
 
 
-def summarize(runs: list[dict], steps: int, step_s: float) -> dict:
-    overheads = [1 - steps * step_s / r["wall_s"] for r in runs]
+def bracketing_step_times(after_each_run: list[float]) -> list[float]:
+    """Each run's pure step time: the mean of the timings just before and just after it, from
+    the timings taken after every run (the first run has only the one after it)."""
+    before = after_each_run[:1] + after_each_run[:-1]
+    return [(a + b) / 2 for a, b in zip(before, after_each_run)]
+
+
+def summarize(runs: list[dict], steps: int, step_s: Sequence[float]) -> dict:
+    """Overheads of ``runs``, each against its own pure step time ``step_s[i]``."""
+    overheads = [1 - steps * s / r["wall_s"] for r, s in zip(runs, step_s)]
     total_wall = sum(r["wall_s"] for r in runs)
     return {"runs": [{k: v for k, v in r.items() if k != "config"} for r in runs],
+            "pure_step_s_per_run": list(step_s),
             "overhead_per_run_pct": [100 * o for o in overheads],
             "median_overhead_pct": 100 * statistics.median(overheads),
             "first_run_overhead_pct": 100 * overheads[0],
             "sweep_wall_s": total_wall,
-            "sweep_overhead_pct": 100 * (1 - len(runs) * steps * step_s / total_wall)}
+            "sweep_overhead_pct": 100 * (1 - steps * sum(step_s) / total_wall)}
 
 
 def main(argv=None) -> int:
@@ -115,20 +144,36 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="results/benchmarks/cpu_sweep.json")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="vitlib-bench-sweep-"))
+    after_each_run: list[float] = []  # pure step timings, in the order of the runs
+
+    def time_pure_step(config) -> None:  # the programs the run just used: nothing compiles
+        after_each_run.append(PureStep(config).seconds())
+        print(f"pure train step after the run: {1000 * after_each_run[-1]:.1f} ms", flush=True)
     results = {}
     for mode in ("sweep", "per_run_compile_full_evals"):
-        results[mode] = run_sweep(mode, args.steps, root)
-    jax.config.update("jax_enable_compilation_cache", True)
-    step_s = pure_step_seconds(results["sweep"][0]["config"])
+        results[mode] = run_sweep(mode, args.steps, root, after_run=time_pure_step)
+    bracketing = bracketing_step_times(after_each_run)
+    after_sweeps = after_each_run[-1]  # where earlier versions took their one timing
+    step_s = statistics.median(after_each_run)
+    n = len(VARIED)
     report = {"steps_per_run": args.steps, "batch_size": BASE["batch_size"],
               "pure_step_s": step_s, "pure_images_per_s": BASE["batch_size"] / step_s,
+              "pure_step_s_after_each_run": after_each_run,
               "devices": jax.device_count(), "cpu_count": os.cpu_count(),
-              "modes": {m: summarize(r, args.steps, step_s) for m, r in results.items()}}
+              "modes": {m: summarize(r, args.steps, bracketing[i * n:(i + 1) * n])
+                        for i, (m, r) in enumerate(results.items())},
+              "against_one_timing_after_both_sweeps": {
+                  m: summarize(r, args.steps, [after_sweeps] * n) for m, r in results.items()}}
     for mode, s in report["modes"].items():
         print(f"{mode}: median overhead per run {s['median_overhead_pct']:.1f}% (first run "
               f"{s['first_run_overhead_pct']:.1f}%), whole sweep {s['sweep_wall_s']:.0f} s, "
               f"{s['sweep_overhead_pct']:.1f}% outside the train step", flush=True)
-    print(f"pure train step: {1000 * step_s:.1f} ms = {report['pure_images_per_s']:.0f} img/s")
+    print(f"pure train step: {1000 * step_s:.1f} ms = {report['pure_images_per_s']:.0f} img/s "
+          f"(median of the timings after each run: "
+          f"{', '.join(f'{1000 * t:.1f}' for t in after_each_run)} ms)")
+    old = report["against_one_timing_after_both_sweeps"]["sweep"]
+    print(f"against one timing after both sweeps ({1000 * after_sweeps:.1f} ms), as earlier "
+          f"versions measured: sweep median overhead per run {old['median_overhead_pct']:.1f}%")
     write_json(Path(args.out), report)
     return 0
 
