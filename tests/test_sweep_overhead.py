@@ -1,6 +1,7 @@
-"""benchmarks/sweep_overhead.py's arithmetic: each run is compared with the pure step timings
-taken just before and just after it, and its overhead is 1 - steps x step time / wall time,
-worked out here by hand. No timing is measured or asserted."""
+"""benchmarks/sweep_overhead.py's arithmetic, worked out here by hand: each run is compared with
+the pure step timings taken just before and just after it (overhead = 1 - steps x step time /
+wall time), and with the train loop's pace against the pure step (overhead = 1 - train loop /
+wall / pace). No timing is measured or asserted."""
 import importlib
 import sys
 from pathlib import Path
@@ -38,3 +39,11 @@ def test_overheads_by_hand(sweep_overhead):
     assert summary["sweep_wall_s"] == pytest.approx(122.0)
     assert summary["sweep_overhead_pct"] == pytest.approx(100 * (1 - 96 / 122))
     assert "config" not in summary["runs"][0]
+
+
+def test_overheads_from_the_loops_pace_by_hand(sweep_overhead):
+    # A run of 40 s whose train loop took 36 s, at a loop 1.2x the pure step's time per step:
+    # 30 s of pure steps, so 25% overhead; a loop as fast as the pure step: 10%.
+    runs = [{"wall_s": 40.0, "train_time_s": 36.0}, {"wall_s": 20.0, "train_time_s": 18.0}]
+    assert sweep_overhead.overheads_from_pace(runs, 1.2) == pytest.approx([25.0, 25.0])
+    assert sweep_overhead.overheads_from_pace(runs, 1.0) == pytest.approx([10.0, 10.0])
