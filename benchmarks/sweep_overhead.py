@@ -13,17 +13,17 @@ vary). Two modes run side by side, each from an empty run cache:
 - ``per_run_compile_full_evals``: the same runs with every program compiled anew per run (no
   in-process or disk cache) and every evaluation on the whole splits: the costs the sweep avoids.
 
-Pure step time: the same compiled step on a batch already on the device, timed in a tight loop.
-This machine's speed drifts by tens of percent over minutes (other tenants), so a run's wall
-time and one pure-step timing taken at another moment can differ by more than the overhead
-itself. The headline therefore uses only ratios of nearby timings: within each run, the share
-of its wall time spent in the train loop (the rest is setup, evaluations and checkpoints,
-timed directly); and the loop's pace, fit's train loop on short runs against the pure step
-timed one right after the other, over rounds (``loop_pace``). Overhead of a run = 1 - train
-loop / wall time / pace. Beside it: each run against the mean of the pure step timed just
-before and just after it (overhead = 1 - steps x step time / wall time), and against one
-timing after both sweeps (how earlier versions measured it). Results:
-results/benchmarks/cpu_sweep.json.
+Pure step time: the same compiled step on a batch already on the device, timed in a tight loop
+with at most ``STEPS_IN_FLIGHT`` steps dispatched ahead, as fit runs it. This machine's speed
+drifts by tens of percent over minutes (other tenants), so a run's wall time and one pure-step
+timing taken at another moment can differ by more than the overhead itself. The headline
+therefore uses only ratios of nearby timings: within each run, the share of its wall time spent
+in the train loop (the rest is setup, evaluations and checkpoints, timed directly); and the
+loop's pace, fit's train loop on short runs against the pure step timed one right after the
+other, over rounds (``loop_pace``). Overhead of a run = 1 - train loop / wall time / pace.
+Beside it: each run against the mean of the pure step timed just before and just after it
+(overhead = 1 - steps x step time / wall time), and against one timing after both sweeps (how
+earlier versions measured it). Results: results/benchmarks/cpu_sweep.json.
 """
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ from vitlib.data.batches import train_batch  # noqa: E402
 from vitlib.files import write_json  # noqa: E402
 from vitlib.study import experiments  # noqa: E402
 from vitlib.train import build, programs as compiled  # noqa: E402
+from vitlib.train.loop import STEPS_IN_FLIGHT  # noqa: E402
 from vitlib.train.sharding import replicated, shard_batch  # noqa: E402
 
 BASE = {"dataset": "fashion_mnist", "model.variant": "Pico/7", "batch_size": 256,
@@ -106,8 +107,14 @@ class PureStep:
             optimizer.weight_decay_rates(self.state.params), replicated(self.programs.mesh))}
 
     def _steps(self, n: int):
+        # As fit dispatches them: at most STEPS_IN_FLIGHT ahead. Unbounded, the same steps ran
+        # ~4% slower on 2 cores (alternated rounds), which flattered every overhead.
+        pending = []
         for _ in range(n):
             self.state, metrics = self.programs.step(self.state, self.batch, self.hyper)
+            pending.append(metrics)
+            if len(pending) > STEPS_IN_FLIGHT:
+                jax.block_until_ready(pending.pop(0))
         jax.block_until_ready(metrics)
 
     def seconds(self, rounds: int = 5, steps: int = 30) -> float:
