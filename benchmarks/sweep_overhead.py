@@ -20,7 +20,8 @@ timing taken at another moment can differ by more than the overhead itself. The 
 therefore uses only ratios of nearby timings: within each run, the share of its wall time spent
 in the train loop (the rest is setup, evaluations and checkpoints, timed directly); and the
 loop's pace, fit's train loop on short runs against the pure step timed one right after the
-other, over rounds (``loop_pace``). Overhead of a run = 1 - train loop / wall time / pace.
+other, over rounds (``loop_pace``). Overhead of a run = 1 - train loop / wall time / pace
+(the median of the rounds), with the band that the pace's mean +- two standard errors gives.
 Beside it: each run against the mean of the pure step timed just before and just after it
 (overhead = 1 - steps x step time / wall time), and against one timing after both sweeps (how
 earlier versions measured it). Results: results/benchmarks/cpu_sweep.json.
@@ -128,7 +129,7 @@ class PureStep:
         return statistics.median(samples)
 
 
-def loop_pace(config, root: Path, rounds: int = 8, steps: int = 100) -> list[float]:
+def loop_pace(config, root: Path, rounds: int = 12, steps: int = 100) -> list[float]:
     """Per round, fit's train loop against the pure step, timed one right after the other (in
     alternating order): seconds per step of a short run's train loop (``train_time_s``: steps,
     input, metric flushes every 50 steps; no evaluation or checkpoint) / the pure step's. The
@@ -150,6 +151,13 @@ def loop_pace(config, root: Path, rounds: int = 8, steps: int = 100) -> list[flo
         print(f"loop pace round {k}: train loop {1000 * loop_s:.1f} ms/step, pure step "
               f"{1000 * pure_s:.1f} ms: x{ratios[-1]:.3f}", flush=True)
     return ratios
+
+
+def pace_band(ratios: list[float]) -> tuple[float, float]:
+    """The loop's pace within two standard errors of the rounds' mean: (low, high)."""
+    half = 2 * statistics.stdev(ratios) / len(ratios) ** 0.5
+    mean = statistics.fmean(ratios)
+    return mean - half, mean + half
 
 
 def overheads_from_pace(runs: list[dict], pace: float) -> list[float]:
@@ -198,6 +206,7 @@ def main(argv=None) -> int:
     jax.config.update("jax_enable_compilation_cache", True)
     pace_ratios = loop_pace(results["sweep"][0]["config"], root)
     pace = statistics.median(pace_ratios)
+    low, high = pace_band(pace_ratios)
     bracketing = bracketing_step_times(after_each_run)
     after_sweeps = after_each_run[-1]  # where earlier versions took their one timing
     step_s = statistics.median(after_each_run)
@@ -209,17 +218,24 @@ def main(argv=None) -> int:
               "modes": {m: summarize(r, args.steps, bracketing[i * n:(i + 1) * n])
                         for i, (m, r) in enumerate(results.items())},
               "loop_pace": {
-                  "ratios": pace_ratios, "median": pace,
+                  "ratios": pace_ratios, "median": pace, "two_standard_errors": [low, high],
                   "overhead_per_run_pct": {m: overheads_from_pace(r, pace)
                                            for m, r in results.items()},
                   "median_overhead_pct": {m: statistics.median(overheads_from_pace(r, pace))
-                                          for m, r in results.items()}},
+                                          for m, r in results.items()},
+                  # The median run's overhead at either end of the pace's band.
+                  "median_overhead_pct_band": {
+                      m: [statistics.median(overheads_from_pace(r, high)),
+                          statistics.median(overheads_from_pace(r, low))]
+                      for m, r in results.items()}},
               "against_one_timing_after_both_sweeps": {
                   m: summarize(r, args.steps, [after_sweeps] * n) for m, r in results.items()}}
     for mode, s in report["loop_pace"]["overhead_per_run_pct"].items():
-        print(f"{mode}: overhead per run from the loop's pace (x{pace:.3f}): "
-              f"{', '.join(f'{o:.1f}' for o in s)}%; median "
-              f"{report['loop_pace']['median_overhead_pct'][mode]:.1f}%", flush=True)
+        band = report["loop_pace"]["median_overhead_pct_band"][mode]
+        print(f"{mode}: overhead per run from the loop's pace (x{pace:.3f}, within two "
+              f"standard errors x{low:.3f}-x{high:.3f}): {', '.join(f'{o:.1f}' for o in s)}%; "
+              f"median {report['loop_pace']['median_overhead_pct'][mode]:.1f}% "
+              f"({band[0]:.1f}-{band[1]:.1f}% across the pace's band)", flush=True)
     print("against the pure step timed around each run:")
     for mode, s in report["modes"].items():
         print(f"{mode}: median overhead per run {s['median_overhead_pct']:.1f}% (first run "

@@ -47,3 +47,11 @@ def test_overheads_from_the_loops_pace_by_hand(sweep_overhead):
     runs = [{"wall_s": 40.0, "train_time_s": 36.0}, {"wall_s": 20.0, "train_time_s": 18.0}]
     assert sweep_overhead.overheads_from_pace(runs, 1.2) == pytest.approx([25.0, 25.0])
     assert sweep_overhead.overheads_from_pace(runs, 1.0) == pytest.approx([10.0, 10.0])
+
+
+def test_pace_band_is_two_standard_errors(sweep_overhead):
+    # mean 1.0; sample standard deviation sqrt(((-0.1)^2 + 0 + 0.1^2 + 0) / 3) = 0.0816...;
+    # two standard errors: 2 x 0.0816 / sqrt(4) = 0.0816
+    low, high = sweep_overhead.pace_band([0.9, 1.0, 1.1, 1.0])
+    half = 2 * (0.02 / 3) ** 0.5 / 2
+    assert (low, high) == pytest.approx((1.0 - half, 1.0 + half))
