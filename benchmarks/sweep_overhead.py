@@ -167,6 +167,22 @@ def overheads_from_pace(runs: list[dict], pace: float) -> list[float]:
     return [100 * (1 - r["train_time_s"] / r["wall_s"] / pace) for r in runs]
 
 
+def pace_summary(results: dict, ratios: list[float]) -> dict:
+    """The overheads of each mode's runs at the loop's pace (the rounds' median), and the
+    median run's overhead at either end of the pace's band (a slower loop, a higher pace: more
+    overhead)."""
+    pace = statistics.median(ratios)
+    low, high = pace_band(ratios)
+
+    def median_at(runs, at):
+        return statistics.median(overheads_from_pace(runs, at))
+    return {"ratios": ratios, "median": pace, "two_standard_errors": [low, high],
+            "overhead_per_run_pct": {m: overheads_from_pace(r, pace) for m, r in results.items()},
+            "median_overhead_pct": {m: median_at(r, pace) for m, r in results.items()},
+            "median_overhead_pct_band": {m: [median_at(r, low), median_at(r, high)]
+                                         for m, r in results.items()}}
+
+
 def bracketing_step_times(after_each_run: list[float]) -> list[float]:
     """Each run's pure step time: the mean of the timings just before and just after it, from
     the timings taken after every run (the first run has only the one after it)."""
@@ -205,8 +221,6 @@ def main(argv=None) -> int:
         results[mode] = run_sweep(mode, args.steps, root, after_run=time_pure_step)
     jax.config.update("jax_enable_compilation_cache", True)
     pace_ratios = loop_pace(results["sweep"][0]["config"], root)
-    pace = statistics.median(pace_ratios)
-    low, high = pace_band(pace_ratios)
     bracketing = bracketing_step_times(after_each_run)
     after_sweeps = after_each_run[-1]  # where earlier versions took their one timing
     step_s = statistics.median(after_each_run)
@@ -217,25 +231,16 @@ def main(argv=None) -> int:
               "devices": jax.device_count(), "cpu_count": os.cpu_count(),
               "modes": {m: summarize(r, args.steps, bracketing[i * n:(i + 1) * n])
                         for i, (m, r) in enumerate(results.items())},
-              "loop_pace": {
-                  "ratios": pace_ratios, "median": pace, "two_standard_errors": [low, high],
-                  "overhead_per_run_pct": {m: overheads_from_pace(r, pace)
-                                           for m, r in results.items()},
-                  "median_overhead_pct": {m: statistics.median(overheads_from_pace(r, pace))
-                                          for m, r in results.items()},
-                  # The median run's overhead at either end of the pace's band (a slower
-                  # loop, a higher pace: more overhead).
-                  "median_overhead_pct_band": {
-                      m: [statistics.median(overheads_from_pace(r, low)),
-                          statistics.median(overheads_from_pace(r, high))]
-                      for m, r in results.items()}},
+              "loop_pace": pace_summary(results, pace_ratios),
               "against_one_timing_after_both_sweeps": {
                   m: summarize(r, args.steps, [after_sweeps] * n) for m, r in results.items()}}
-    for mode, s in report["loop_pace"]["overhead_per_run_pct"].items():
-        band = report["loop_pace"]["median_overhead_pct_band"][mode]
-        print(f"{mode}: overhead per run from the loop's pace (x{pace:.3f}, within two "
+    pace = report["loop_pace"]
+    low, high = pace["two_standard_errors"]
+    for mode, s in pace["overhead_per_run_pct"].items():
+        band = pace["median_overhead_pct_band"][mode]
+        print(f"{mode}: overhead per run from the loop's pace (x{pace['median']:.3f}, within two "
               f"standard errors x{low:.3f}-x{high:.3f}): {', '.join(f'{o:.1f}' for o in s)}%; "
-              f"median {report['loop_pace']['median_overhead_pct'][mode]:.1f}% "
+              f"median {pace['median_overhead_pct'][mode]:.1f}% "
               f"({band[0]:.1f}-{band[1]:.1f}% across the pace's band)", flush=True)
     print("against the pure step timed around each run:")
     for mode, s in report["modes"].items():
